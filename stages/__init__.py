@@ -1,0 +1,1 @@
+"""DVC stages of the medical Matryoshka embedding workflow (one module per stage plus shared helpers)."""

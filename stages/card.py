@@ -1,0 +1,116 @@
+"""The model card's published numbers as a baseline that `dvc metrics diff` can compare against.
+
+metrics/model_card.json holds the card's tables in this pipeline's schema:
+{"base": {"dim_768": {"cosine_ndcg@10": ...}}, "finetuned": {...}} (the card lists the base model's
+tables first, then the fine-tuned model's). `dvc metrics diff` compares revisions, so this command
+writes a git ref, `model-card`: HEAD's tree with each pipeline metrics file replaced by the card's
+numbers. Then
+
+    dvc metrics diff model-card --all
+
+prints, per metric file, dimension and metric, the card's value, this workspace's value and the change.
+
+    python -m stages.card                       # (re)create the model-card ref (setup.sh runs it)
+    python -m stages.card --from-card README.md # regenerate metrics/model_card.json from a card
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from stages import config
+from stages.atomic import write_json
+from stages.config import PathsConfig
+from stages.errors import PipelineError, run_stage
+
+CARD_JSON = Path("metrics/model_card.json")
+REF = "refs/tags/model-card"
+_DATASET = re.compile(r"^\* Dataset: `(dim_\d+)`")
+_ROW = re.compile(r"^\|\s*\**(cosine_[a-z]+@\d+)\**\s*\|\s*\**([0-9.]+)\**\s*\|")
+
+
+def parse_card(text: str) -> dict[str, dict[str, dict[str, float]]]:
+    """The card's Information Retrieval tables: first occurrence of a dim is the base model's."""
+    tables: dict[str, dict[str, dict[str, float]]] = {"base": {}, "finetuned": {}}
+    current: dict[str, float] | None = None
+    for line in text.splitlines():
+        if m := _DATASET.match(line):
+            which = "base" if m.group(1) not in tables["base"] else "finetuned"
+            current = tables[which].setdefault(m.group(1), {})
+        elif current is not None and (m := _ROW.match(line)):
+            current[m.group(1)] = float(m.group(2))
+    if not tables["base"] or not tables["finetuned"]:
+        raise PipelineError(
+            "no Information Retrieval tables found in the card; is it a sentence-transformers card?"
+        )
+    return tables
+
+
+def card_views(card: dict, paths: PathsConfig) -> dict[str, dict]:
+    """What each pipeline metrics file would hold if this pipeline had produced the card's numbers."""
+    return {paths.baseline_metrics: {"base": card["base"]}}
+
+
+def _git(*args: str, env: dict[str, str] | None = None, data: str | None = None) -> str:
+    result = subprocess.run(["git", *args], capture_output=True, text=True, input=data, env=env)
+    if result.returncode != 0:
+        raise PipelineError(
+            f"git {' '.join(args)} failed: {result.stderr.strip()}; run this inside the git clone"
+        )
+    return result.stdout.strip()
+
+
+def write_card_ref(files: dict[str, dict]) -> str:
+    """Commit HEAD's tree plus `files` (JSON) to REF, without touching the index or work tree."""
+    git_dir = Path(_git("rev-parse", "--absolute-git-dir"))
+    env = {
+        **os.environ,
+        "GIT_INDEX_FILE": str(git_dir / "model-card.index"),
+        "GIT_AUTHOR_NAME": "model card",
+        "GIT_AUTHOR_EMAIL": "model-card@localhost",
+        "GIT_COMMITTER_NAME": "model card",
+        "GIT_COMMITTER_EMAIL": "model-card@localhost",
+    }
+    try:
+        head = _git("rev-parse", "--verify", "-q", "HEAD")
+    except PipelineError:
+        raise PipelineError(
+            "the repository has no commit yet; commit first, then run python -m stages.card"
+        ) from None
+    try:
+        _git("read-tree", head, env=env)
+        for path, content in files.items():
+            blob = _git("hash-object", "-w", "--stdin", data=json.dumps(content, indent=2) + "\n")
+            _git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+        tree = _git("write-tree", env=env)
+    finally:
+        Path(env["GIT_INDEX_FILE"]).unlink(missing_ok=True)
+    commit = _git("commit-tree", tree, "-p", head, "-m", "The model card's published numbers", env=env)
+    _git("update-ref", REF, commit)
+    return commit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--from-card", type=Path, help="regenerate metrics/model_card.json from this card README"
+    )
+    args = parser.parse_args()
+    if args.from_card:
+        write_json(CARD_JSON, parse_card(args.from_card.read_text(encoding="utf-8")))
+        print(f"wrote {CARD_JSON}")
+    card = json.loads(CARD_JSON.read_text(encoding="utf-8"))
+    paths = config.section(PathsConfig, config.load_params(), "paths")
+    commit = write_card_ref(card_views(card, paths))
+    print(f"{REF} -> {commit[:12]}; compare with: dvc metrics diff model-card --all")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,175 @@
+"""Typed, validated views of params.yaml: each stage reads only the sections it declares in dvc.yaml."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stages.errors import PipelineError
+
+PARAMS_FILE = "params.yaml"
+SOURCES = ("pubmedqa", "hf", "file")
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """Read params.yaml (composed from conf/ by DVC's Hydra integration)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path} not found; compose it from conf/ with `python -m stages.compose_params`")
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise PipelineError(
+            f"{path} is not valid YAML ({err}); recompose it: python -m stages.compose_params"
+        )
+    if not isinstance(params, dict):
+        raise PipelineError(f"{path} must hold a mapping; recompose it: python -m stages.compose_params")
+    return params
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    """Check `value` against a type hint; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner, where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise PipelineError(f"params.yaml: {where} must be a list, got {value!r}")
+        return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise PipelineError(f"params.yaml: {where} must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads "3e-5" (no dot) as a string
+        except ValueError:
+            pass
+    if hint in (int, str, bool) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise PipelineError(f"params.yaml: {where} must be {hint.__name__}, got {value!r}")
+
+
+def section(cls: type, params: dict[str, Any], key: str) -> Any:
+    """Build the frozen dataclass `cls` from params[key], checking every field's type."""
+    data = params.get(key)
+    if not isinstance(data, dict):
+        raise PipelineError(
+            f"params.yaml: section '{key}' is missing; recompose: python -m stages.compose_params"
+        )
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for field in dataclasses.fields(cls):
+        if field.name not in data:
+            raise PipelineError(f"params.yaml: {key}.{field.name} is missing; add it to conf/ and recompose")
+        values[field.name] = _convert(data[field.name], hints[field.name], f"{key}.{field.name}")
+    obj = cls(**values)
+    obj.validate(key)
+    return obj
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    embedded_package: str | None
+    dims: tuple[int, ...]
+    max_seq_length: int
+
+    def validate(self, key: str) -> None:
+        dims = list(self.dims)
+        if not dims or any(d <= 0 for d in dims):
+            raise PipelineError(f"params.yaml: {key}.dims must be positive integers, got {dims}")
+        if any(a <= b for a, b in zip(dims, dims[1:], strict=False)):
+            raise PipelineError(
+                f"params.yaml: {key}.dims must be strictly descending (full dimension first), got {dims}"
+            )
+        if self.max_seq_length <= 0:
+            raise PipelineError(f"params.yaml: {key}.max_seq_length must be > 0, got {self.max_seq_length}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    source: str
+    path: str
+    files: dict[str, Any]
+    columns: dict[str, Any]
+    hf_split: str
+    hf_revision: str | None
+    dev_fraction: float
+    test_fraction: float
+    max_docs: int | None
+
+    def validate(self, key: str) -> None:
+        if self.source not in SOURCES:
+            raise PipelineError(
+                f"params.yaml: {key}.source must be one of {', '.join(SOURCES)}, got {self.source!r}"
+            )
+        if set(self.columns) != {"anchor", "positive"}:
+            raise PipelineError(
+                f"params.yaml: {key}.columns must map exactly 'anchor' and 'positive' to your column names, "
+                f"got {self.columns}"
+            )
+        if not 0.0 <= self.dev_fraction < 1.0:
+            raise PipelineError(f"params.yaml: {key}.dev_fraction must be in [0, 1), got {self.dev_fraction}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise PipelineError(
+                f"params.yaml: {key}.test_fraction must be in (0, 1), got {self.test_fraction}"
+            )
+        if self.max_docs is not None and self.max_docs <= 0:
+            raise PipelineError(
+                f"params.yaml: {key}.max_docs must be a positive integer or null, got {self.max_docs}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int
+    accuracy_at_k: tuple[int, ...]
+    precision_recall_at_k: tuple[int, ...]
+    ndcg_at_k: tuple[int, ...]
+    mrr_at_k: tuple[int, ...]
+    map_at_k: tuple[int, ...]
+
+    def validate(self, key: str) -> None:
+        if self.batch_size <= 0:
+            raise PipelineError(f"params.yaml: {key}.batch_size must be > 0, got {self.batch_size}")
+        for name in ("accuracy_at_k", "precision_recall_at_k", "ndcg_at_k", "mrr_at_k", "map_at_k"):
+            ks = getattr(self, name)
+            if not ks or any(k <= 0 for k in ks):
+                raise PipelineError(f"params.yaml: {key}.{name} must be a non-empty list of positive ints")
+
+
+@dataclasses.dataclass(frozen=True)
+class PathsConfig:
+    raw: str
+    prepared: str
+    data_metrics: str
+    baseline_metrics: str
+
+    def validate(self, key: str) -> None:
+        pass
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackingConfig:
+    experiment: str
+
+    def validate(self, key: str) -> None:
+        if not self.experiment.strip():
+            raise PipelineError(f"params.yaml: {key}.experiment must not be empty")
+
+
+def seed(params: dict[str, Any]) -> int:
+    """The top-level seed knob."""
+    return _convert(params.get("seed"), int, "seed")

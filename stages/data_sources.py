@@ -1,0 +1,124 @@
+"""Load raw (anchor, positive) records from PubMedQA PQA-L, a Hugging Face dataset or a local file.
+
+Every source becomes one table: doc_id, passage_id, anchor, positive, split. A document groups the
+positives of one anchor; split is "test" where the source has an official test split, else None.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from stages.config import DataConfig
+from stages.errors import PipelineError
+
+RECORD_COLUMNS = ["doc_id", "passage_id", "anchor", "positive", "split"]
+FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_raw_files(cfg: DataConfig) -> None:
+    """Every file listed in data.files exists under data.path with its published sha256."""
+    folder = Path(cfg.path)
+    for name, spec in cfg.files.items():
+        path = folder / name
+        if not path.is_file():
+            raise PipelineError(
+                f"raw file {path} is missing; fetch it with `python -m stages.fetch_raw` "
+                "(offline: `python -m stages.fetch_raw --from DIR` with a local copy)"
+            )
+        actual = sha256_of(path)
+        if actual != spec["sha256"]:
+            raise PipelineError(
+                f"raw file {path} is corrupt or a different version (sha256 {actual[:12]}..., expected "
+                f"{spec['sha256'][:12]}...); fetch it again with `python -m stages.fetch_raw`"
+            )
+
+
+def load_pubmedqa(cfg: DataConfig) -> pd.DataFrame:
+    """PQA-L: anchor = LONG_ANSWER, one positive per CONTEXT; the official test ids are marked "test"."""
+    verify_raw_files(cfg)
+    folder = Path(cfg.path)
+    try:
+        entries = json.loads((folder / "ori_pqal.json").read_text(encoding="utf-8"))
+        test_ids = set(json.loads((folder / "test_ground_truth.json").read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise PipelineError(f"raw PubMedQA files under {folder} are not valid JSON ({err}); fetch them again")
+    rows = []
+    for pmid, entry in entries.items():
+        missing = {"LONG_ANSWER", "CONTEXTS"} - set(entry)
+        if missing:
+            raise PipelineError(f"PubMedQA entry {pmid} lacks {sorted(missing)}; fetch the raw files again")
+        split = "test" if pmid in test_ids else None
+        for i, context in enumerate(entry["CONTEXTS"]):
+            rows.append((pmid, f"{pmid}-{i}", entry["LONG_ANSWER"], context, split))
+    return pd.DataFrame(rows, columns=RECORD_COLUMNS)
+
+
+def _pairs_to_records(frame: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.DataFrame:
+    anchor_col, positive_col = cfg.columns["anchor"], cfg.columns["positive"]
+    missing = [c for c in (anchor_col, positive_col) if c not in frame.columns]
+    if missing:
+        raise PipelineError(
+            f"{origin} has no column(s) {missing} (it has {list(frame.columns)}); "
+            "map yours with -S data.columns.anchor=NAME -S data.columns.positive=NAME"
+        )
+    pairs = frame[[anchor_col, positive_col]].rename(columns={anchor_col: "anchor", positive_col: "positive"})
+    if pairs.isna().any().any() or (pairs.astype(str).apply(lambda s: s.str.strip()) == "").any().any():
+        raise PipelineError(f"{origin} has rows with an empty anchor or positive; remove them and rerun")
+    pairs = pairs.astype(str)
+    pairs["doc_id"] = [hashlib.sha1(a.encode("utf-8")).hexdigest()[:16] for a in pairs["anchor"]]
+    pairs["passage_id"] = [f"{d}-{i}" for i, d in enumerate(pairs["doc_id"])]
+    pairs["split"] = None
+    return pairs[RECORD_COLUMNS].reset_index(drop=True)
+
+
+def load_pairs_file(cfg: DataConfig) -> pd.DataFrame:
+    """A local jsonl/csv/parquet file of pairs, read with `datasets`."""
+    from datasets import load_dataset
+
+    path = Path(cfg.path)
+    fmt = FILE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise PipelineError(f"data.path {path} must end in one of {', '.join(FILE_FORMATS)}")
+    if not path.is_file():
+        raise PipelineError(f"data file {path} does not exist; put your pairs there or set data.path")
+    try:
+        frame = load_dataset(fmt, data_files=str(path), split="train").to_pandas()
+    except Exception as err:
+        raise PipelineError(f"cannot read {path} as {fmt}: {str(err).splitlines()[0]}") from None
+    return _pairs_to_records(frame, cfg, str(path))
+
+
+def load_hf_pairs(cfg: DataConfig) -> pd.DataFrame:
+    """A Hugging Face dataset of pairs (the model card's own format: anchor/positive columns)."""
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset(cfg.path, split=cfg.hf_split, revision=cfg.hf_revision)
+    except Exception as err:
+        raise PipelineError(
+            f"cannot load Hugging Face dataset '{cfg.path}' (split {cfg.hf_split}): {str(err).splitlines()[0]}; "
+            "check the id and your hub access, or download it and use data.source=file"
+        ) from None
+    return _pairs_to_records(ds.to_pandas(), cfg, f"dataset {cfg.path}")
+
+
+LOADERS = {"pubmedqa": load_pubmedqa, "file": load_pairs_file, "hf": load_hf_pairs}
+
+
+def load_records(cfg: DataConfig) -> pd.DataFrame:
+    records = LOADERS[cfg.source](cfg)
+    if records.empty:
+        raise PipelineError(f"data source {cfg.path} holds no (anchor, positive) pairs")
+    return records

@@ -1,0 +1,94 @@
+"""Model resolution: the embedded offline default, a local folder, the local HF cache, or the hub."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+from stages.config import ModelConfig
+from stages.errors import PipelineError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+    from transformers import PreTrainedTokenizerBase
+
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def resolve_model_path(cfg: ModelConfig) -> str:
+    """Where to load the model from, without a slow network round-trip when the hub is unreachable."""
+    if cfg.embedded_package:
+        try:
+            module = importlib.import_module(cfg.embedded_package)
+        except ImportError:
+            raise PipelineError(
+                f"model '{cfg.name}' is embedded in the package '{cfg.embedded_package}', which is not installed; "
+                "run the README's setup command (bash setup.sh)"
+            ) from None
+        return str(module.get_model_path())
+    if Path(cfg.name).is_dir():
+        return cfg.name
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(cfg.name, local_files_only=True)
+    except Exception:  # not in the local cache: fall through to the hub
+        pass
+    if not _hub_reachable():
+        raise PipelineError(
+            f"cannot load model '{cfg.name}': it is not in the local Hugging Face cache and the hub is unreachable; "
+            "run once on a machine with hub access, set model.name to a local folder, "
+            "or use the embedded default (-S model=minilm)"
+        )
+    return cfg.name
+
+
+def load_model(cfg: ModelConfig, device: str | None = None) -> SentenceTransformer:
+    """Load a SentenceTransformer and check the configured Matryoshka dims fit it."""
+    from sentence_transformers import SentenceTransformer
+
+    path = resolve_model_path(cfg)
+    try:
+        model = SentenceTransformer(path, device=device)
+    except OSError as err:
+        raise PipelineError(
+            f"cannot load model '{cfg.name}' from {path}: {str(err).splitlines()[0]}"
+        ) from None
+    model.max_seq_length = cfg.max_seq_length
+    check_dims(cfg, model.get_embedding_dimension())
+    return model
+
+
+def check_dims(cfg: ModelConfig, model_dim: int | None) -> None:
+    if model_dim is not None and cfg.dims[0] > model_dim:
+        raise PipelineError(
+            f"model.dims {list(cfg.dims)} exceed the dimension {model_dim} of '{cfg.name}'; "
+            f"use dims <= {model_dim} (conf/model/*.yaml or -S 'model.dims=[...]')"
+        )
+
+
+def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    """The model's tokenizer alone (prepare needs token counts, not the weights)."""
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(cfg)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except OSError as err:
+        raise PipelineError(
+            f"cannot load the tokenizer of '{cfg.name}': {str(err).splitlines()[0]}"
+        ) from None

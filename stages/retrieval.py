@@ -1,0 +1,103 @@
+"""Retrieval evaluation at every Matryoshka dimension from ONE encoding pass.
+
+The stock route runs one InformationRetrievalEvaluator per truncate_dim and so encodes queries and
+corpus once per dimension. Here both are encoded once at full dimension; each dimension's cosine
+ranking comes from a slice of those embeddings, and the metrics come from the stock evaluator's own
+compute_metrics, so the definitions (and values) are sentence-transformers'.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+from sentence_transformers.util import cos_sim
+
+from stages.config import EvalConfig
+from stages.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class RetrievalSet:
+    queries: dict[str, str]
+    corpus: dict[str, str]
+    relevant: dict[str, set[str]]
+
+
+def load_retrieval_set(path: str | Path) -> RetrievalSet:
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(
+            f"retrieval set {path} is missing; run the prepare stage first (dvc repro prepare)"
+        )
+    data = json.loads(path.read_text(encoding="utf-8"))
+    rs = RetrievalSet(data["queries"], data["corpus"], {q: set(docs) for q, docs in data["relevant"].items()})
+    if not rs.queries or not rs.corpus:
+        raise PipelineError(f"retrieval set {path} has no queries or no corpus; check the data splits")
+    return rs
+
+
+def make_evaluator(rs: RetrievalSet, cfg: EvalConfig, name: str = "", truncate_dim: int | None = None):
+    """The stock evaluator, configured with this project's metric cut-offs."""
+    return InformationRetrievalEvaluator(
+        queries=rs.queries,
+        corpus=rs.corpus,
+        relevant_docs=rs.relevant,
+        accuracy_at_k=list(cfg.accuracy_at_k),
+        precision_recall_at_k=list(cfg.precision_recall_at_k),
+        ndcg_at_k=list(cfg.ndcg_at_k),
+        mrr_at_k=list(cfg.mrr_at_k),
+        map_at_k=list(cfg.map_at_k),
+        batch_size=cfg.batch_size,
+        name=name,
+        truncate_dim=truncate_dim,
+        write_csv=False,
+    )
+
+
+def rank_corpus(
+    query_emb: torch.Tensor, corpus_emb: torch.Tensor, corpus_ids: list[str], dim: int, top_k: int
+) -> list[list[dict]]:
+    """Top-k corpus hits per query by cosine similarity of the first `dim` components.
+
+    Ties are broken by ascending corpus id, the order the stock evaluator ranks by.
+    """
+    scores = cos_sim(query_emb[:, :dim], corpus_emb[:, :dim])
+    by_id = sorted(range(len(corpus_ids)), key=corpus_ids.__getitem__)
+    scores = scores[:, by_id]
+    values, idx = torch.sort(scores, dim=1, descending=True, stable=True)
+    values, idx = values[:, :top_k].tolist(), idx[:, :top_k].tolist()
+    return [
+        [{"corpus_id": corpus_ids[by_id[j]], "score": s} for j, s in zip(row_idx, row_val, strict=True)]
+        for row_idx, row_val in zip(idx, values, strict=True)
+    ]
+
+
+def score_all_dims(
+    model, rs: RetrievalSet, dims: tuple[int, ...], cfg: EvalConfig
+) -> dict[str, dict[str, float]]:
+    """{"dim_384": {"cosine_ndcg@10": ..., ...}, ...}: the card's 15 metrics at every dimension."""
+    evaluator = make_evaluator(rs, cfg)
+    query_emb = model.encode_query(evaluator.queries, batch_size=cfg.batch_size, convert_to_tensor=True)
+    corpus_emb = model.encode_document(evaluator.corpus, batch_size=cfg.batch_size, convert_to_tensor=True)
+    if dims[0] > query_emb.shape[1]:
+        raise PipelineError(f"dims {list(dims)} exceed the model's embedding dimension {query_emb.shape[1]}")
+    top_k = max(
+        max(ks)
+        for ks in (cfg.accuracy_at_k, cfg.precision_recall_at_k, cfg.ndcg_at_k, cfg.mrr_at_k, cfg.map_at_k)
+    )
+    results = {}
+    for dim in dims:
+        hits = rank_corpus(
+            query_emb, corpus_emb, evaluator.corpus_ids, dim, min(top_k, len(evaluator.corpus_ids))
+        )
+        scores = evaluator.compute_metrics(hits)
+        results[f"dim_{dim}"] = {
+            f"cosine_{metric.replace('@k', f'@{k}')}": float(value)
+            for metric, values in scores.items()
+            for k, value in values.items()
+        }
+    return results

@@ -26,9 +26,7 @@ def main() -> None:
 
     test_set = load_retrieval_set(Path(paths.prepared) / "test.json")
     model = load_model(model_cfg)
-    with stage_run(
-        "baseline", {"model": params["model"], "eval": params["eval"]}, tracking.experiment, params
-    ) as run:
+    with stage_run("baseline", {"model": params["model"], "eval": params["eval"]}, tracking.experiment, params) as run:
         start = time.perf_counter()
         metrics = {"base": score_all_dims(model, test_set, model_cfg.dims, eval_cfg)}
         seconds = time.perf_counter() - start

@@ -45,9 +45,7 @@ def parse_card(text: str) -> dict[str, dict[str, dict[str, float]]]:
         elif current is not None and (m := _ROW.match(line)):
             current[m.group(1)] = float(m.group(2))
     if not tables["base"] or not tables["finetuned"]:
-        raise PipelineError(
-            "no Information Retrieval tables found in the card; is it a sentence-transformers card?"
-        )
+        raise PipelineError("no Information Retrieval tables found in the card; is it a sentence-transformers card?")
     return tables
 
 
@@ -59,9 +57,7 @@ def card_views(card: dict, paths: PathsConfig) -> dict[str, dict]:
 def _git(*args: str, env: dict[str, str] | None = None, data: str | None = None) -> str:
     result = subprocess.run(["git", *args], capture_output=True, text=True, input=data, env=env)
     if result.returncode != 0:
-        raise PipelineError(
-            f"git {' '.join(args)} failed: {result.stderr.strip()}; run this inside the git clone"
-        )
+        raise PipelineError(f"git {' '.join(args)} failed: {result.stderr.strip()}; run this inside the git clone")
     return result.stdout.strip()
 
 
@@ -79,9 +75,7 @@ def write_card_ref(files: dict[str, dict]) -> str:
     try:
         head = _git("rev-parse", "--verify", "-q", "HEAD")
     except PipelineError:
-        raise PipelineError(
-            "the repository has no commit yet; commit first, then run python -m stages.card"
-        ) from None
+        raise PipelineError("the repository has no commit yet; commit first, then run python -m stages.card") from None
     try:
         _git("read-tree", head, env=env)
         for path, content in files.items():
@@ -96,12 +90,8 @@ def write_card_ref(files: dict[str, dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--from-card", type=Path, help="regenerate metrics/model_card.json from this card README"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--from-card", type=Path, help="regenerate metrics/model_card.json from this card README")
     args = parser.parse_args()
     if args.from_card:
         write_json(CARD_JSON, parse_card(args.from_card.read_text(encoding="utf-8")))

@@ -24,9 +24,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     try:
         params = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        raise PipelineError(
-            f"{path} is not valid YAML ({err}); recompose it: python -m stages.compose_params"
-        )
+        raise PipelineError(f"{path} is not valid YAML ({err}); recompose: python -m stages.compose_params") from None
     if not isinstance(params, dict):
         raise PipelineError(f"{path} must hold a mapping; recompose it: python -m stages.compose_params")
     return params
@@ -65,9 +63,7 @@ def section(cls: type, params: dict[str, Any], key: str) -> Any:
     """Build the frozen dataclass `cls` from params[key], checking every field's type."""
     data = params.get(key)
     if not isinstance(data, dict):
-        raise PipelineError(
-            f"params.yaml: section '{key}' is missing; recompose: python -m stages.compose_params"
-        )
+        raise PipelineError(f"params.yaml: section '{key}' is missing; recompose: python -m stages.compose_params")
     hints = typing.get_type_hints(cls)
     values = {}
     for field in dataclasses.fields(cls):
@@ -112,9 +108,7 @@ class DataConfig:
 
     def validate(self, key: str) -> None:
         if self.source not in SOURCES:
-            raise PipelineError(
-                f"params.yaml: {key}.source must be one of {', '.join(SOURCES)}, got {self.source!r}"
-            )
+            raise PipelineError(f"params.yaml: {key}.source must be one of {', '.join(SOURCES)}, got {self.source!r}")
         if set(self.columns) != {"anchor", "positive"}:
             raise PipelineError(
                 f"params.yaml: {key}.columns must map exactly 'anchor' and 'positive' to your column names, "
@@ -123,13 +117,9 @@ class DataConfig:
         if not 0.0 <= self.dev_fraction < 1.0:
             raise PipelineError(f"params.yaml: {key}.dev_fraction must be in [0, 1), got {self.dev_fraction}")
         if not 0.0 < self.test_fraction < 1.0:
-            raise PipelineError(
-                f"params.yaml: {key}.test_fraction must be in (0, 1), got {self.test_fraction}"
-            )
+            raise PipelineError(f"params.yaml: {key}.test_fraction must be in (0, 1), got {self.test_fraction}")
         if self.max_docs is not None and self.max_docs <= 0:
-            raise PipelineError(
-                f"params.yaml: {key}.max_docs must be a positive integer or null, got {self.max_docs}"
-            )
+            raise PipelineError(f"params.yaml: {key}.max_docs must be a positive integer or null, got {self.max_docs}")
 
 
 @dataclasses.dataclass(frozen=True)

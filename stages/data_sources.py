@@ -53,7 +53,7 @@ def load_pubmedqa(cfg: DataConfig) -> pd.DataFrame:
         entries = json.loads((folder / "ori_pqal.json").read_text(encoding="utf-8"))
         test_ids = set(json.loads((folder / "test_ground_truth.json").read_text(encoding="utf-8")))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise PipelineError(f"raw PubMedQA files under {folder} are not valid JSON ({err}); fetch them again")
+        raise PipelineError(f"raw PubMedQA files under {folder} are not valid JSON ({err}); fetch them again") from None
     rows = []
     for pmid, entry in entries.items():
         missing = {"LONG_ANSWER", "CONTEXTS"} - set(entry)

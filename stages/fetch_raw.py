@@ -53,9 +53,7 @@ def fetch(cfg: DataConfig, local_copy: Path | None) -> list[Path]:
                         ) from None
             actual = sha256_of(tmp)
             if actual != spec["sha256"]:
-                raise PipelineError(
-                    f"{name} has sha256 {actual}, expected {spec['sha256']}: not the published file"
-                )
+                raise PipelineError(f"{name} has sha256 {actual}, expected {spec['sha256']}: not the published file")
             tmp.replace(dest)
         finally:
             tmp.unlink(missing_ok=True)
@@ -64,12 +62,8 @@ def fetch(cfg: DataConfig, local_copy: Path | None) -> list[Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--from", dest="local_copy", type=Path, help="folder holding a local copy of the raw files"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--from", dest="local_copy", type=Path, help="folder holding a local copy of the raw files")
     args = parser.parse_args()
     cfg = config.section(DataConfig, config.load_params(), "data")
     if not cfg.files:

@@ -65,9 +65,7 @@ def load_model(cfg: ModelConfig, device: str | None = None) -> SentenceTransform
     try:
         model = SentenceTransformer(path, device=device)
     except OSError as err:
-        raise PipelineError(
-            f"cannot load model '{cfg.name}' from {path}: {str(err).splitlines()[0]}"
-        ) from None
+        raise PipelineError(f"cannot load model '{cfg.name}' from {path}: {str(err).splitlines()[0]}") from None
     model.max_seq_length = cfg.max_seq_length
     check_dims(cfg, model.get_embedding_dimension())
     return model
@@ -89,6 +87,4 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     try:
         return AutoTokenizer.from_pretrained(path)
     except OSError as err:
-        raise PipelineError(
-            f"cannot load the tokenizer of '{cfg.name}': {str(err).splitlines()[0]}"
-        ) from None
+        raise PipelineError(f"cannot load the tokenizer of '{cfg.name}': {str(err).splitlines()[0]}") from None

@@ -40,9 +40,7 @@ def main() -> None:
     with stage_run("prepare", stage_params, tracking.experiment, params) as run:
         with output_dir(paths.prepared) as out:
             pairs.to_parquet(out / "train.parquet", index=False)
-            (out / "dev.json").write_text(
-                json.dumps(retrieval_set(records, "dev", ("train", "dev"))), encoding="utf-8"
-            )
+            (out / "dev.json").write_text(json.dumps(retrieval_set(records, "dev", ("train", "dev"))), encoding="utf-8")
             (out / "test.json").write_text(
                 json.dumps(retrieval_set(records, "test", ("train", "dev", "test"))), encoding="utf-8"
             )

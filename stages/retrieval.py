@@ -30,9 +30,7 @@ class RetrievalSet:
 def load_retrieval_set(path: str | Path) -> RetrievalSet:
     path = Path(path)
     if not path.is_file():
-        raise PipelineError(
-            f"retrieval set {path} is missing; run the prepare stage first (dvc repro prepare)"
-        )
+        raise PipelineError(f"retrieval set {path} is missing; run the prepare stage first (dvc repro prepare)")
     data = json.loads(path.read_text(encoding="utf-8"))
     rs = RetrievalSet(data["queries"], data["corpus"], {q: set(docs) for q, docs in data["relevant"].items()})
     if not rs.queries or not rs.corpus:
@@ -76,9 +74,7 @@ def rank_corpus(
     ]
 
 
-def score_all_dims(
-    model, rs: RetrievalSet, dims: tuple[int, ...], cfg: EvalConfig
-) -> dict[str, dict[str, float]]:
+def score_all_dims(model, rs: RetrievalSet, dims: tuple[int, ...], cfg: EvalConfig) -> dict[str, dict[str, float]]:
     """{"dim_384": {"cosine_ndcg@10": ..., ...}, ...}: the card's 15 metrics at every dimension."""
     evaluator = make_evaluator(rs, cfg)
     query_emb = model.encode_query(evaluator.queries, batch_size=cfg.batch_size, convert_to_tensor=True)
@@ -86,14 +82,11 @@ def score_all_dims(
     if dims[0] > query_emb.shape[1]:
         raise PipelineError(f"dims {list(dims)} exceed the model's embedding dimension {query_emb.shape[1]}")
     top_k = max(
-        max(ks)
-        for ks in (cfg.accuracy_at_k, cfg.precision_recall_at_k, cfg.ndcg_at_k, cfg.mrr_at_k, cfg.map_at_k)
+        max(ks) for ks in (cfg.accuracy_at_k, cfg.precision_recall_at_k, cfg.ndcg_at_k, cfg.mrr_at_k, cfg.map_at_k)
     )
     results = {}
     for dim in dims:
-        hits = rank_corpus(
-            query_emb, corpus_emb, evaluator.corpus_ids, dim, min(top_k, len(evaluator.corpus_ids))
-        )
+        hits = rank_corpus(query_emb, corpus_emb, evaluator.corpus_ids, dim, min(top_k, len(evaluator.corpus_ids)))
         scores = evaluator.compute_metrics(hits)
         results[f"dim_{dim}"] = {
             f"cosine_{metric.replace('@k', f'@{k}')}": float(value)

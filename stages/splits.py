@@ -34,9 +34,7 @@ def assign_splits(
         test_docs = set(docs.loc[docs["split"] == "test", "doc_id"])
     rest = [d for d in docs["doc_id"] if d not in test_docs]
     dev_docs = _draw(rest, dev_fraction, seed)
-    records["split"] = [
-        "test" if d in test_docs else "dev" if d in dev_docs else "train" for d in records["doc_id"]
-    ]
+    records["split"] = ["test" if d in test_docs else "dev" if d in dev_docs else "train" for d in records["doc_id"]]
     if max_docs is not None:
         rng = np.random.default_rng(seed)
         keep: set[str] = set()
@@ -65,9 +63,7 @@ def retrieval_set(records: pd.DataFrame, split: str, corpus_splits: tuple[str, .
     return {
         "queries": dict(zip(queries_rows["doc_id"], queries_rows["anchor"], strict=True)),
         "corpus": dict(zip(corpus_rows["passage_id"], corpus_rows["positive"], strict=True)),
-        "relevant": {
-            doc: sorted(group["passage_id"]) for doc, group in queries_rows.groupby("doc_id", sort=False)
-        },
+        "relevant": {doc: sorted(group["passage_id"]) for doc, group in queries_rows.groupby("doc_id", sort=False)},
     }
 
 

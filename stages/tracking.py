@@ -77,9 +77,7 @@ class StageRun:
 
         now = get_current_time_millis()
         flat = flatten(metrics, prefix)
-        batch = [
-            Metric(metric_name(k), float(v), now, 0) for k, v in flat.items() if isinstance(v, int | float)
-        ]
+        batch = [Metric(metric_name(k), float(v), now, 0) for k, v in flat.items() if isinstance(v, int | float)]
         for run_id in (self.run_id, self.parent_id) if parent else (self.run_id,):
             self.client.log_batch(run_id, metrics=batch)
 

@@ -1,0 +1,73 @@
+"""The model card's numbers: metrics/model_card.json matches the card, and the git ref DVC diffs against."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from stages.card import CARD_JSON, card_views, parse_card, write_card_ref
+from stages.config import PathsConfig
+from tests.conftest import REPO
+
+CARD_README = REPO.parent / "shared/model_card/README.md"
+
+
+def test_model_card_json_holds_the_cards_tables():
+    card = json.loads((REPO / CARD_JSON).read_text())
+    if CARD_README.is_file():  # the published card sits beside the repository on our machines and CI
+        assert card == parse_card(CARD_README.read_text(encoding="utf-8"))
+    assert list(card["base"]) == ["dim_768", "dim_512", "dim_256", "dim_128", "dim_64"]
+    assert card["base"]["dim_768"]["cosine_ndcg@10"] == 0.408
+    assert card["finetuned"]["dim_768"]["cosine_ndcg@10"] == 0.5345
+    assert all(len(metrics) == 15 for part in card.values() for metrics in part.values())
+
+
+def test_card_uses_the_baseline_metrics_schema():
+    card = json.loads((REPO / CARD_JSON).read_text())
+    ours = json.loads((REPO / "metrics/baseline.json").read_text())
+    assert set(ours) == {"base"}
+    for metrics in ours["base"].values():
+        assert set(metrics) == set(card["base"]["dim_768"])
+
+
+def test_parse_card_reads_base_then_finetuned_tables():
+    text = "\n".join(
+        [
+            "* Dataset: `dim_64`",
+            "| cosine_ndcg@10 | 0.1 |",
+            "| **cosine_mrr@10** | **0.2** |",
+            "* Dataset: `dim_64`",
+            "| cosine_ndcg@10 | 0.3 |",
+        ]
+    )
+    assert parse_card(text) == {
+        "base": {"dim_64": {"cosine_ndcg@10": 0.1, "cosine_mrr@10": 0.2}},
+        "finetuned": {"dim_64": {"cosine_ndcg@10": 0.3}},
+    }
+
+
+def test_card_ref_holds_the_card_at_the_pipeline_metrics_paths(tmp_path, monkeypatch):
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True, text=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    git("add", "dvc.yaml")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.chdir(tmp_path)
+    card = json.loads((REPO / CARD_JSON).read_text())
+    paths = PathsConfig("data/raw", "data/prepared", "metrics/data.json", "metrics/baseline.json")
+    write_card_ref(card_views(card, paths))
+    shown = json.loads(git("show", "model-card:metrics/baseline.json").stdout)
+    assert shown == {"base": card["base"]}
+    assert git("show", "model-card:dvc.yaml").stdout == "stages: {}\n"  # HEAD's tree, plus the card
+    assert git("status", "--porcelain").stdout == ""  # index and work tree untouched
+
+
+def test_card_ref_needs_a_commit(tmp_path, monkeypatch):
+    from stages.errors import PipelineError
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError, match="no commit yet"):
+        write_card_ref({"metrics/baseline.json": {}})

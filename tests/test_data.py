@@ -1,0 +1,171 @@
+"""Data preparation: PubMedQA mapping and counts, by-document splits, other sources, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import pytest
+import yaml
+
+from stages import config
+from stages.config import DataConfig
+from stages.data_sources import load_records
+from stages.errors import PipelineError
+from stages.splits import assign_splits, dataset_stats, retrieval_set, token_stats, train_pairs
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def pubmedqa_cfg(pubmedqa_dir) -> DataConfig:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    cfg = config.section(DataConfig, params, "data")
+    return dataclasses.replace(cfg, path=str(pubmedqa_dir))
+
+
+@pytest.fixture
+def pubmedqa_records(pubmedqa_cfg):
+    return load_records(pubmedqa_cfg)
+
+
+def test_pubmedqa_maps_claims_to_their_contexts(pubmedqa_records):
+    records = pubmedqa_records
+    assert len(records) == 3358  # every CONTEXT is a passage
+    assert records["doc_id"].nunique() == 1000
+    non_test = records[records["split"].isna()]
+    assert len(non_test) == 1669 and non_test["doc_id"].nunique() == 500
+    assert records.loc[records["split"] == "test", "doc_id"].nunique() == 500
+    # one anchor per document: its LONG_ANSWER
+    assert (records.groupby("doc_id")["anchor"].nunique() == 1).all()
+
+
+def test_splits_are_by_document_seeded_and_keep_the_official_test(pubmedqa_records):
+    split = assign_splits(pubmedqa_records, dev_fraction=0.1, test_fraction=0.2, seed=42)
+    per_doc = split.groupby("doc_id")["split"].nunique()
+    assert (per_doc == 1).all(), "a document straddles two splits"
+    docs = split.drop_duplicates("doc_id")["split"].value_counts()
+    assert (docs["train"], docs["dev"], docs["test"]) == (450, 50, 500)
+    official = set(pubmedqa_records.loc[pubmedqa_records["split"] == "test", "doc_id"])
+    assert set(split.loc[split["split"] == "test", "doc_id"]) == official
+    again = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42)
+    other = assign_splits(pubmedqa_records, 0.1, 0.2, seed=7)
+    dev = lambda s: set(s.loc[s["split"] == "dev", "doc_id"])  # noqa: E731
+    assert dev(again) == dev(split) and dev(other) != dev(split)
+    pairs = train_pairs(split)
+    assert len(pairs) + (split["split"] == "dev").sum() == 1669
+    assert list(pairs.columns) == ["anchor", "positive"]
+
+
+def test_test_retrieval_set_is_the_official_claims_against_every_context(pubmedqa_records):
+    split = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42)
+    test = retrieval_set(split, "test", ("train", "dev", "test"))
+    assert len(test["queries"]) == 500 and len(test["corpus"]) == 3358
+    for qid, passages in test["relevant"].items():
+        own = split.loc[split["doc_id"] == qid, "passage_id"]
+        assert passages == sorted(own)
+    dev = retrieval_set(split, "dev", ("train", "dev"))
+    assert len(dev["queries"]) == 50 and not set(dev["corpus"]) & set(test["relevant"]).union(
+        *(set(v) for v in test["relevant"].values())
+    )
+
+
+def test_max_docs_shrinks_every_split(pubmedqa_records):
+    small = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42, max_docs=5)
+    assert small.drop_duplicates("doc_id")["split"].value_counts().to_dict() == {"train": 5, "dev": 5, "test": 5}
+
+
+def test_corrupt_raw_file_stops_with_the_checksum(pubmedqa_cfg, tmp_path):
+    bad = tmp_path / "pubmedqa"
+    shutil.copytree(pubmedqa_cfg.path, bad)
+    with (bad / "ori_pqal.json").open("a") as f:
+        f.write(" ")
+    with pytest.raises(PipelineError, match="corrupt or a different version.*fetch_raw"):
+        load_records(dataclasses.replace(pubmedqa_cfg, path=str(bad)))
+
+
+def test_missing_raw_file_says_how_to_fetch(pubmedqa_cfg, tmp_path):
+    with pytest.raises(PipelineError, match="missing; fetch it with `python -m stages.fetch_raw`"):
+        load_records(dataclasses.replace(pubmedqa_cfg, path=str(tmp_path)))
+
+
+def pairs_cfg(path, **changes) -> DataConfig:
+    base = DataConfig(
+        source="file",
+        path=str(path),
+        files={},
+        columns={"anchor": "claim", "positive": "passage"},
+        hf_split="train",
+        hf_revision=None,
+        dev_fraction=0.0,
+        test_fraction=0.3,
+        max_docs=None,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_local_pair_files_with_a_column_mapping(pairs_frame, tmp_path, suffix):
+    path = tmp_path / f"pairs{suffix}"
+    if suffix == ".jsonl":
+        pairs_frame.to_json(path, orient="records", lines=True)
+    elif suffix == ".csv":
+        pairs_frame.to_csv(path, index=False)
+    else:
+        pairs_frame.to_parquet(path)
+    records = load_records(pairs_cfg(path))
+    assert len(records) == 8 and records["doc_id"].nunique() == 7  # the aspirin claim has two passages
+    split = assign_splits(records, 0.0, 0.3, seed=42)
+    assert (split.groupby("doc_id")["split"].nunique() == 1).all()
+    assert set(split["split"]) == {"train", "test"}
+
+
+def test_missing_column_names_the_mapping_to_fix(pairs_frame, tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    pairs_frame.rename(columns={"passage": "text"}).to_json(path, orient="records", lines=True)
+    with pytest.raises(PipelineError, match=r"no column\(s\) \['passage'\].*data.columns.positive"):
+        load_records(pairs_cfg(path))
+
+
+def test_empty_text_is_rejected(pairs_frame, tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    pairs_frame.loc[3, "passage"] = "  "
+    pairs_frame.to_json(path, orient="records", lines=True)
+    with pytest.raises(PipelineError, match="empty anchor or positive"):
+        load_records(pairs_cfg(path))
+
+
+def test_empty_split_is_one_clear_error(pairs_frame, tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    pairs_frame.head(1).to_json(path, orient="records", lines=True)
+    records = load_records(pairs_cfg(path))
+    with pytest.raises(PipelineError, match="split is empty"):
+        assign_splits(records, 0.0, 0.3, seed=42)
+
+
+def test_token_stats_count_what_the_model_sees(minilm_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    pieces = len(tok.tokenize("aspirin"))
+    # word pieces plus [CLS] and [SEP]; truncation caps the length at max_seq_length
+    short, long = pieces + 2, 3 * pieces + 2
+    stats = token_stats(tok, ["aspirin", "aspirin aspirin aspirin"], 100)
+    assert stats == {"min": short, "mean": (short + long) / 2, "max": long}
+    assert token_stats(tok, ["aspirin " * 50], 10)["max"] == 10
+
+
+def test_dataset_stats_report_rows_and_tokens(pubmedqa_records, minilm_path):
+    from transformers import AutoTokenizer
+
+    split = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42)
+    stats = dataset_stats(split, train_pairs(split), AutoTokenizer.from_pretrained(minilm_path), 100)
+    assert stats["rows"] == {
+        "train_pairs": 1508,
+        "train_docs": 450,
+        "dev_docs": 50,
+        "test_docs": 500,
+        "corpus_passages": 3358,
+    }
+    for column in ("anchor", "positive"):
+        s = stats["tokens"][column]
+        assert 0 < s["min"] <= s["mean"] <= s["max"] <= 100

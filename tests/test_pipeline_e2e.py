@@ -1,0 +1,129 @@
+"""End to end: `dvc repro` in a fresh copy of this repository on a small config, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+MAX_DOCS = 20  # documents per split: the whole pipeline in well under a minute
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
+    full_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full_env['PATH']}"
+    full_env.update(env)
+    result = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory, pubmedqa_dir) -> Path:
+    """The working tree (tracked and new files, not ignored ones) in a new git repository."""
+    dest = tmp_path_factory.mktemp("e2e") / "repo"
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
+    run(["git", "init", "-q"], dest)
+    run(["python", "-m", "stages.fetch_raw", "--from", str(pubmedqa_dir)], dest)
+    run(["python", "-m", "stages.compose_params", f"data.max_docs={MAX_DOCS}"], dest)
+    run(["git", "add", "-A"], dest)
+    run([*git, "commit", "-qm", "small config"], dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def first_repro(clone) -> subprocess.CompletedProcess:
+    return run(["dvc", "repro"], clone)
+
+
+def test_repro_runs_prepare_and_baseline_offline(clone, first_repro):
+    out = first_repro.stdout
+    assert "Running stage 'prepare'" in out and "Running stage 'baseline'" in out
+    data = json.loads((clone / "metrics/data.json").read_text())
+    assert data["rows"]["test_docs"] == MAX_DOCS and data["rows"]["train_pairs"] > 0
+    base = json.loads((clone / "metrics/baseline.json").read_text())["base"]
+    assert list(base) == ["dim_384", "dim_256", "dim_128", "dim_64", "dim_32"]
+    for metrics in base.values():
+        assert len(metrics) == 15 and 0 < metrics["cosine_ndcg@10"] <= 1
+    assert sorted(p.name for p in (clone / "data/prepared").iterdir()) == ["dev.json", "test.json", "train.parquet"]
+
+
+def test_second_repro_runs_nothing(clone, first_repro):
+    out = run(["dvc", "repro"], clone).stdout
+    assert "Running stage" not in out
+    assert "didn't change, skipping" in out
+
+
+def test_metrics_diff_against_the_model_card(clone, first_repro):
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "run"], clone)
+    run(["python", "-m", "stages.card"], clone)
+    diff = json.loads(run(["dvc", "metrics", "diff", "model-card", "--all", "--json"], clone).stdout)
+    rows = diff["metrics/baseline.json"]
+    card = json.loads((clone / "metrics/model_card.json").read_text())["base"]
+    ours = json.loads((clone / "metrics/baseline.json").read_text())["base"]
+    for dim in ("dim_256", "dim_128", "dim_64"):  # the dims MiniLM and the card's BioBERT share
+        row = rows[f"base.{dim}.cosine_ndcg@10"]
+        assert row["old"] == card[dim]["cosine_ndcg@10"] and row["new"] == pytest.approx(ours[dim]["cosine_ndcg@10"])
+        assert row["diff"] == pytest.approx(row["new"] - row["old"])
+    assert rows["base.dim_768.cosine_ndcg@10"]["old"] == 0.408  # the card's own dims show too
+    table = run(["dvc", "metrics", "diff", "model-card", "--all"], clone).stdout
+    assert "base.dim_128.cosine_ndcg@10" in table and "model-card" in table
+
+
+def test_mlflow_holds_a_parent_with_a_nested_run_per_stage(clone, first_repro):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{clone / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("medical-matryoshka")
+    found = client.search_runs([exp.experiment_id])
+    parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    children = {r.info.run_name: r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(children) == {"prepare", "baseline"}
+    assert parent.data.params["data.max_docs"] == str(MAX_DOCS) and float(parent.data.params["lr"]) == 2e-5
+    for dim in (384, 256, 128, 64, 32):
+        assert f"base.dim_{dim}.cosine_ndcg_at_10" in parent.data.metrics
+    assert children["baseline"].data.params["model.dims"] == "[384, 256, 128, 64, 32]"
+    assert "tokens.anchor.mean" in children["prepare"].data.metrics
+
+
+def test_exp_run_overrides_compose_as_typed(clone, first_repro):
+    run(["dvc", "exp", "run", "-S", "lr=3e-5"], clone)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], clone).stdout)
+    assert "3e-05" in json.dumps(shown) or "3e-5" in json.dumps(shown)
+    offline = run(["dvc", "exp", "run", "-S", "model=biobert"], clone, check=False, HF_HUB_OFFLINE="1")
+    assert offline.returncode != 0
+    assert "error: cannot load model 'pritamdeka/BioBERT-mnli-snli-scinli-scitail-mednli-stsb'" in offline.stderr
+    assert "Traceback" not in offline.stderr
+
+
+def test_corrupt_raw_file_stops_repro_with_one_line_and_no_output(clone, first_repro):
+    raw = clone / "data/raw/pubmedqa/ori_pqal.json"
+    original = raw.read_bytes()
+    try:
+        raw.write_bytes(original[:-10])
+        result = run(["dvc", "repro", "prepare"], clone, check=False)
+        assert result.returncode != 0
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "corrupt" in errors[0] and "fetch_raw" in errors[0]
+        assert "Traceback" not in result.stderr
+        assert not (clone / "data/prepared").exists()
+        assert not list((clone / "data").glob(".prepared.*"))
+    finally:
+        raw.write_bytes(original)

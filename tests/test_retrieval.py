@@ -1,0 +1,88 @@
+"""Retrieval metrics: hand-computed values, equality with the stock evaluator, one encoding pass."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import yaml
+
+from stages import config
+from stages.config import DataConfig, EvalConfig
+from stages.data_sources import load_records
+from stages.retrieval import RetrievalSet, make_evaluator, score_all_dims
+from stages.splits import assign_splits, retrieval_set
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def eval_cfg() -> EvalConfig:
+    return config.section(EvalConfig, yaml.safe_load((REPO / "params.yaml").read_text()), "eval")
+
+
+class FixedEmbeddings:
+    """A stand-in model whose embeddings are given, counting how often it is asked to encode."""
+
+    def __init__(self, queries: dict[str, list[float]], corpus: dict[str, list[float]]):
+        self.vectors = {**queries, **corpus}
+        self.texts = {text: text for text in self.vectors}
+        self.calls = 0
+
+    def _encode(self, texts, **kwargs):
+        self.calls += 1
+        return torch.tensor([self.vectors[t] for t in texts])
+
+    encode_query = encode_document = _encode
+
+
+def test_hand_computed_metrics_per_dimension(eval_cfg):
+    # 2-d embeddings chosen so q1 finds its passage c2 first at dim 2, but at dim 1 c1 and c2 tie
+    # (both score 1) and the tie goes to the lower corpus id, c1, so c2 drops to rank 2.
+    model = FixedEmbeddings(
+        queries={"q1": [0.5, 1.0], "q2": [-1.0, 0.5]},
+        corpus={"c2": [0.6, 0.8], "c1": [1.0, 0.0], "c3": [-1.0, 0.1]},  # c2 listed first on purpose
+    )
+    rs = RetrievalSet(
+        queries={"q1": "q1", "q2": "q2"},
+        corpus={"c2": "c2", "c1": "c1", "c3": "c3"},
+        relevant={"q1": {"c2"}, "q2": {"c3"}},
+    )
+    metrics = score_all_dims(model, rs, (2, 1), eval_cfg)
+    rank2 = 1 / math.log2(3)  # DCG of one relevant hit at rank 2, ideal DCG 1
+    assert metrics["dim_2"]["cosine_ndcg@10"] == pytest.approx(1.0)
+    assert metrics["dim_2"]["cosine_accuracy@1"] == pytest.approx(1.0)
+    assert metrics["dim_1"]["cosine_ndcg@10"] == pytest.approx((rank2 + 1) / 2)
+    assert metrics["dim_1"]["cosine_mrr@10"] == pytest.approx((0.5 + 1) / 2)
+    assert metrics["dim_1"]["cosine_accuracy@1"] == pytest.approx(0.5)
+    assert metrics["dim_1"]["cosine_precision@3"] == pytest.approx(1 / 3)
+    assert metrics["dim_1"]["cosine_recall@1"] == pytest.approx(0.5)
+    assert metrics["dim_1"]["cosine_map@100"] == pytest.approx(0.75)
+    assert model.calls == 2, "queries and corpus must be encoded once each, whatever the number of dims"
+
+
+CARD_METRICS = [f"cosine_{m}@{k}" for m in ("accuracy", "precision", "recall") for k in (1, 3, 5, 10)] + [
+    "cosine_ndcg@10",
+    "cosine_mrr@10",
+    "cosine_map@100",
+]
+
+
+@pytest.fixture(scope="module")
+def small_test_set(pubmedqa_dir) -> RetrievalSet:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    cfg = dataclasses.replace(config.section(DataConfig, params, "data"), path=str(pubmedqa_dir))
+    records = assign_splits(load_records(cfg), 0.1, 0.2, seed=42, max_docs=40)
+    data = retrieval_set(records, "test", ("train", "dev", "test"))
+    return RetrievalSet(data["queries"], data["corpus"], {q: set(d) for q, d in data["relevant"].items()})
+
+
+def test_encode_once_equals_one_stock_evaluator_per_truncate_dim(tiny_model, small_test_set, eval_cfg):
+    dims = (64, 32, 16, 8)
+    ours = score_all_dims(tiny_model, small_test_set, dims, eval_cfg)
+    for dim in dims:
+        stock = make_evaluator(small_test_set, eval_cfg, name=f"dim_{dim}", truncate_dim=dim)(tiny_model)
+        assert sorted(ours[f"dim_{dim}"]) == sorted(CARD_METRICS)
+        for metric, value in ours[f"dim_{dim}"].items():
+            assert value == pytest.approx(stock[f"dim_{dim}_{metric}"], abs=1e-6), (dim, metric)

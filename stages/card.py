@@ -27,6 +27,7 @@ from stages import config
 from stages.atomic import write_json
 from stages.config import PathsConfig
 from stages.errors import PipelineError, run_stage
+from stages.metric_tables import metric_change
 
 CARD_JSON = Path("metrics/model_card.json")
 REF = "refs/tags/model-card"
@@ -51,7 +52,10 @@ def parse_card(text: str) -> dict[str, dict[str, dict[str, float]]]:
 
 def card_views(card: dict, paths: PathsConfig) -> dict[str, dict]:
     """What each pipeline metrics file would hold if this pipeline had produced the card's numbers."""
-    return {paths.baseline_metrics: {"base": card["base"]}}
+    return {
+        paths.baseline_metrics: {"base": card["base"]},
+        paths.eval_metrics: {**card, "change": metric_change(card["base"], card["finetuned"])},
+    }
 
 
 def _git(*args: str, env: dict[str, str] | None = None, data: str | None = None) -> str:

@@ -64,14 +64,19 @@ def section(cls: type, params: dict[str, Any], key: str) -> Any:
     data = params.get(key)
     if not isinstance(data, dict):
         raise PipelineError(f"params.yaml: section '{key}' is missing; recompose: python -m stages.compose_params")
+    return build(cls, data, f"{key}.")
+
+
+def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build the frozen dataclass `cls` from `data`; error messages name keys as `prefix + field`."""
     hints = typing.get_type_hints(cls)
     values = {}
     for field in dataclasses.fields(cls):
         if field.name not in data:
-            raise PipelineError(f"params.yaml: {key}.{field.name} is missing; add it to conf/ and recompose")
-        values[field.name] = _convert(data[field.name], hints[field.name], f"{key}.{field.name}")
+            raise PipelineError(f"params.yaml: {prefix}{field.name} is missing; add it to conf/ and recompose")
+        values[field.name] = _convert(data[field.name], hints[field.name], f"{prefix}{field.name}")
     obj = cls(**values)
-    obj.validate(key)
+    obj.validate(prefix)
     return obj
 
 
@@ -85,13 +90,13 @@ class ModelConfig:
     def validate(self, key: str) -> None:
         dims = list(self.dims)
         if not dims or any(d <= 0 for d in dims):
-            raise PipelineError(f"params.yaml: {key}.dims must be positive integers, got {dims}")
+            raise PipelineError(f"params.yaml: {key}dims must be positive integers, got {dims}")
         if any(a <= b for a, b in zip(dims, dims[1:], strict=False)):
             raise PipelineError(
-                f"params.yaml: {key}.dims must be strictly descending (full dimension first), got {dims}"
+                f"params.yaml: {key}dims must be strictly descending (full dimension first), got {dims}"
             )
         if self.max_seq_length <= 0:
-            raise PipelineError(f"params.yaml: {key}.max_seq_length must be > 0, got {self.max_seq_length}")
+            raise PipelineError(f"params.yaml: {key}max_seq_length must be > 0, got {self.max_seq_length}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,18 +113,18 @@ class DataConfig:
 
     def validate(self, key: str) -> None:
         if self.source not in SOURCES:
-            raise PipelineError(f"params.yaml: {key}.source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+            raise PipelineError(f"params.yaml: {key}source must be one of {', '.join(SOURCES)}, got {self.source!r}")
         if set(self.columns) != {"anchor", "positive"}:
             raise PipelineError(
-                f"params.yaml: {key}.columns must map exactly 'anchor' and 'positive' to your column names, "
+                f"params.yaml: {key}columns must map exactly 'anchor' and 'positive' to your column names, "
                 f"got {self.columns}"
             )
         if not 0.0 <= self.dev_fraction < 1.0:
-            raise PipelineError(f"params.yaml: {key}.dev_fraction must be in [0, 1), got {self.dev_fraction}")
+            raise PipelineError(f"params.yaml: {key}dev_fraction must be in [0, 1), got {self.dev_fraction}")
         if not 0.0 < self.test_fraction < 1.0:
-            raise PipelineError(f"params.yaml: {key}.test_fraction must be in (0, 1), got {self.test_fraction}")
+            raise PipelineError(f"params.yaml: {key}test_fraction must be in (0, 1), got {self.test_fraction}")
         if self.max_docs is not None and self.max_docs <= 0:
-            raise PipelineError(f"params.yaml: {key}.max_docs must be a positive integer or null, got {self.max_docs}")
+            raise PipelineError(f"params.yaml: {key}max_docs must be a positive integer or null, got {self.max_docs}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,11 +138,11 @@ class EvalConfig:
 
     def validate(self, key: str) -> None:
         if self.batch_size <= 0:
-            raise PipelineError(f"params.yaml: {key}.batch_size must be > 0, got {self.batch_size}")
+            raise PipelineError(f"params.yaml: {key}batch_size must be > 0, got {self.batch_size}")
         for name in ("accuracy_at_k", "precision_recall_at_k", "ndcg_at_k", "mrr_at_k", "map_at_k"):
             ks = getattr(self, name)
             if not ks or any(k <= 0 for k in ks):
-                raise PipelineError(f"params.yaml: {key}.{name} must be a non-empty list of positive ints")
+                raise PipelineError(f"params.yaml: {key}{name} must be a non-empty list of positive ints")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +151,12 @@ class PathsConfig:
     prepared: str
     data_metrics: str
     baseline_metrics: str
+    model: str
+    train_metrics: str
+    checkpoints: str
+    eval_metrics: str
+    card: str
+    plots: str
 
     def validate(self, key: str) -> None:
         pass
@@ -157,9 +168,60 @@ class TrackingConfig:
 
     def validate(self, key: str) -> None:
         if not self.experiment.strip():
-            raise PipelineError(f"params.yaml: {key}.experiment must not be empty")
+            raise PipelineError(f"params.yaml: {key}experiment must not be empty")
 
 
 def seed(params: dict[str, Any]) -> int:
     """The top-level seed knob."""
     return _convert(params.get("seed"), int, "seed")
+
+
+LOSSES = ("mnrl", "cached_mnrl")
+BATCH_SAMPLERS = ("no_duplicates", "batch_sampler")
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+# Top-level sweep knobs (dvc exp run -S lr=3e-5) that the training stage reads beside params.train.
+TRAIN_KNOBS = ("seed", "lr", "epochs", "batch_size", "grad_accum", "warmup_ratio", "scheduler")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    profile: str
+    seed: int
+    lr: float
+    epochs: float
+    batch_size: int
+    grad_accum: int
+    warmup_ratio: float
+    scheduler: str
+    loss: str
+    mini_batch_size: int
+    batch_sampler: str
+    logging_steps: int
+    matryoshka_weights: tuple[float, ...] | None
+
+    def validate(self, key: str) -> None:
+        checks = [
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.epochs > 0, f"epochs must be > 0, got {self.epochs}"),
+            (self.batch_size >= 2, f"batch_size must be >= 2 (in-batch negatives), got {self.batch_size}"),
+            (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
+            (0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}"),
+            (self.scheduler in SCHEDULERS, f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"),
+            (self.loss in LOSSES, f"train.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}"),
+            (self.mini_batch_size >= 1, f"train.mini_batch_size must be >= 1, got {self.mini_batch_size}"),
+            (
+                self.batch_sampler in BATCH_SAMPLERS,
+                f"train.batch_sampler must be one of {', '.join(BATCH_SAMPLERS)}, got {self.batch_sampler!r}",
+            ),
+            (self.logging_steps >= 1, f"train.logging_steps must be >= 1, got {self.logging_steps}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise PipelineError(f"params.yaml: {message}")
+
+
+def train_config(params: dict[str, Any]) -> TrainConfig:
+    """The training profile (params.train) plus the top-level sweep knobs."""
+    if not isinstance(params.get("train"), dict):
+        raise PipelineError("params.yaml: section 'train' is missing; recompose: python -m stages.compose_params")
+    return build(TrainConfig, {**params["train"], **{k: params.get(k) for k in TRAIN_KNOBS if k in params}})

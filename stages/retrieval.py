@@ -27,13 +27,16 @@ class RetrievalSet:
     relevant: dict[str, set[str]]
 
 
-def load_retrieval_set(path: str | Path) -> RetrievalSet:
+def load_retrieval_set(path: str | Path, allow_empty: bool = False) -> RetrievalSet | None:
+    """Read a prepared retrieval set; an empty one is an error unless `allow_empty` (then None)."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"retrieval set {path} is missing; run the prepare stage first (dvc repro prepare)")
     data = json.loads(path.read_text(encoding="utf-8"))
     rs = RetrievalSet(data["queries"], data["corpus"], {q: set(docs) for q, docs in data["relevant"].items()})
     if not rs.queries or not rs.corpus:
+        if allow_empty:
+            return None
         raise PipelineError(f"retrieval set {path} has no queries or no corpus; check the data splits")
     return rs
 

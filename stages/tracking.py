@@ -20,12 +20,17 @@ PIPELINE_TAG = "pipeline_key"
 
 def tracking_uri() -> str:
     """$MLFLOW_TRACKING_URI, else a SQLite store at the DVC repository root (shared by queued runs)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{_repo_root() / 'mlflow.db'}"
+
+
+def _repo_root() -> Path:
     # DVC points DVC_ROOT at the parent repository even for queued runs in temp copies.
-    root = Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
-    return f"sqlite:///{root / 'mlflow.db'}"
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+def artifact_root() -> str | None:
+    """Artifacts beside the default SQLite store (not in a queued run's temp copy); servers pick their own."""
+    return None if os.environ.get("MLFLOW_TRACKING_URI") else (_repo_root() / "mlartifacts").as_uri()
 
 
 def _git_head() -> str:
@@ -70,16 +75,20 @@ class StageRun:
     def __init__(self, client, run_id: str, parent_id: str) -> None:
         self.client, self.run_id, self.parent_id = client, run_id, parent_id
 
-    def log_metrics(self, metrics: Mapping[str, Any], prefix: str = "", parent: bool = False) -> None:
+    def log_metrics(self, metrics: Mapping[str, Any], prefix: str = "", parent: bool = False, step: int = 0) -> None:
         """Log nested numeric metrics under flattened names; also on the parent if `parent`."""
         from mlflow.entities import Metric
         from mlflow.utils.time import get_current_time_millis
 
         now = get_current_time_millis()
         flat = flatten(metrics, prefix)
-        batch = [Metric(metric_name(k), float(v), now, 0) for k, v in flat.items() if isinstance(v, int | float)]
+        batch = [Metric(metric_name(k), float(v), now, step) for k, v in flat.items() if isinstance(v, int | float)]
         for run_id in (self.run_id, self.parent_id) if parent else (self.run_id,):
             self.client.log_batch(run_id, metrics=batch)
+
+    def log_artifact(self, path: str | Path) -> None:
+        """Attach a file (a plot, a report) to the stage's run."""
+        self.client.log_artifact(self.run_id, str(path))
 
 
 @contextmanager
@@ -98,7 +107,7 @@ def stage_run(
     mlflow.set_tracking_uri(tracking_uri())
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_root())
     key, run_name, tags = pipeline_identity()
     # Only parent runs carry the pipeline tag.
     found = client.search_runs([exp_id], filter_string=f"tags.{PIPELINE_TAG} = '{key}'", max_results=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,10 +27,8 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess
     return result
 
 
-@pytest.fixture(scope="module")
-def clone(tmp_path_factory, pubmedqa_dir) -> Path:
-    """The working tree (tracked and new files, not ignored ones) in a new git repository."""
-    dest = tmp_path_factory.mktemp("e2e") / "repo"
+def copy_worktree(dest: Path) -> Path:
+    """The working tree (tracked and new files, not ignored ones) in a new git repository at `dest`."""
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.split("\0")
@@ -37,10 +36,21 @@ def clone(tmp_path_factory, pubmedqa_dir) -> Path:
         if (REPO / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, dest / name)
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
     run(["git", "init", "-q"], dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory, pubmedqa_dir) -> Path:
+    dest = copy_worktree(tmp_path_factory.mktemp("e2e") / "repo")
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
     run(["python", "-m", "stages.fetch_raw", "--from", str(pubmedqa_dir)], dest)
-    run(["python", "-m", "stages.compose_params", f"data.max_docs={MAX_DOCS}"], dest)
+    # The small config goes into conf/, since `dvc exp run -S` recomposes params.yaml from conf/.
+    data_conf = dest / "conf/data/pubmedqa.yaml"
+    data_conf.write_text(data_conf.read_text().replace("max_docs: null", f"max_docs: {MAX_DOCS}"))
+    train_conf = dest / "conf/train/default.yaml"
+    train_conf.write_text(re.sub(r"(?m)^epochs: .*$", "epochs: 1", train_conf.read_text()))
+    run(["python", "-m", "stages.compose_params"], dest)
     run(["git", "add", "-A"], dest)
     run([*git, "commit", "-qm", "small config"], dest)
     return dest
@@ -51,9 +61,10 @@ def first_repro(clone) -> subprocess.CompletedProcess:
     return run(["dvc", "repro"], clone)
 
 
-def test_repro_runs_prepare_and_baseline_offline(clone, first_repro):
+def test_repro_runs_every_stage_offline(clone, first_repro):
     out = first_repro.stdout
-    assert "Running stage 'prepare'" in out and "Running stage 'baseline'" in out
+    for stage in ("prepare", "baseline", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in out
     data = json.loads((clone / "metrics/data.json").read_text())
     assert data["rows"]["test_docs"] == MAX_DOCS and data["rows"]["train_pairs"] > 0
     base = json.loads((clone / "metrics/baseline.json").read_text())["base"]
@@ -61,6 +72,27 @@ def test_repro_runs_prepare_and_baseline_offline(clone, first_repro):
     for metrics in base.values():
         assert len(metrics) == 15 and 0 < metrics["cosine_ndcg@10"] <= 1
     assert sorted(p.name for p in (clone / "data/prepared").iterdir()) == ["dev.json", "test.json", "train.parquet"]
+
+
+def test_train_and_evaluate_outputs(clone, first_repro):
+    card = (clone / "models/finetuned/README.md").read_text()
+    assert "MatryoshkaLoss" in card and "### Training Logs" in card and "dev_dim_32_cosine_ndcg@10" in card
+    train = json.loads((clone / "metrics/train.json").read_text())
+    assert train["optimizer_steps"] >= 1 and len(train["dev_ndcg@10_by_epoch"]) == 1
+    result = json.loads((clone / "metrics/eval.json").read_text())
+    assert set(result) == {"base", "finetuned", "change"}
+    for dim in ("dim_384", "dim_32"):
+        ft, base = result["finetuned"][dim]["cosine_ndcg@10"], result["base"][dim]["cosine_ndcg@10"]
+        assert result["change"][dim]["cosine_ndcg@10"] == pytest.approx(ft - base)
+    plots = clone / "plots"
+    assert (plots / "ndcg_by_dim.png").stat().st_size > 0
+    assert sorted(p.stem for p in (plots / "ndcg_by_dim").iterdir()) == [
+        "base",
+        "card_base",
+        "card_finetuned",
+        "finetuned",
+    ]
+    assert not (clone / ".cache/checkpoints").exists() or not any((clone / ".cache/checkpoints").iterdir())
 
 
 def test_second_repro_runs_nothing(clone, first_repro):
@@ -81,6 +113,8 @@ def test_metrics_diff_against_the_model_card(clone, first_repro):
         assert row["old"] == card[dim]["cosine_ndcg@10"] and row["new"] == pytest.approx(ours[dim]["cosine_ndcg@10"])
         assert row["diff"] == pytest.approx(row["new"] - row["old"])
     assert rows["base.dim_768.cosine_ndcg@10"]["old"] == 0.408  # the card's own dims show too
+    finetuned = diff["metrics/eval.json"]["finetuned.dim_64.cosine_ndcg@10"]
+    assert finetuned["old"] == 0.5312 and finetuned["new"] is not None
     table = run(["dvc", "metrics", "diff", "model-card", "--all"], clone).stdout
     assert "base.dim_128.cosine_ndcg@10" in table and "model-card" in table
 
@@ -95,10 +129,17 @@ def test_mlflow_holds_a_parent_with_a_nested_run_per_stage(clone, first_repro):
     assert len(parents) == 1
     parent = parents[0]
     children = {r.info.run_name: r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-    assert set(children) == {"prepare", "baseline"}
+    assert set(children) == {"prepare", "baseline", "train", "evaluate"}
+    assert (
+        "loss" in children["train"].data.metrics
+        and "eval_dev_dim_32_cosine_ndcg_at_10" in children["train"].data.metrics
+    )
+    artifacts = [a.path for a in client.list_artifacts(children["evaluate"].info.run_id)]
+    assert artifacts == ["ndcg_by_dim.png"]
     assert parent.data.params["data.max_docs"] == str(MAX_DOCS) and float(parent.data.params["lr"]) == 2e-5
     for dim in (384, 256, 128, 64, 32):
-        assert f"base.dim_{dim}.cosine_ndcg_at_10" in parent.data.metrics
+        for part in ("base", "finetuned", "change"):
+            assert f"{part}.dim_{dim}.cosine_ndcg_at_10" in parent.data.metrics
     assert children["baseline"].data.params["model.dims"] == "[384, 256, 128, 64, 32]"
     assert "tokens.anchor.mean" in children["prepare"].data.metrics
 

@@ -1,0 +1,159 @@
+"""Matryoshka fine-tuning with sentence-transformers' trainer: loss, arguments, data checks, logging."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
+from transformers import TrainerCallback
+
+from stages.config import ModelConfig, TrainConfig
+from stages.errors import PipelineError
+from stages.retrieval import RetrievalSet, score_all_dims
+from stages.tracking import StageRun
+
+DEV_NAME = "dev"
+
+
+def check_train_pairs(pairs: pd.DataFrame, cfg: TrainConfig) -> tuple[pd.DataFrame, int]:
+    """Reject what would break training; drop exact duplicate pairs (reported), before any training starts.
+
+    Anchors repeated with different positives are expected (one claim, several passages): the
+    no_duplicates batch sampler keeps them out of each other's batches, where they would be false negatives.
+    """
+    if list(pairs.columns[:2]) != ["anchor", "positive"]:
+        raise PipelineError(f"training data must start with columns anchor, positive; got {list(pairs.columns)}")
+    text = pairs.fillna("").astype(str)
+    empty = int((text.apply(lambda col: col.str.strip()) == "").any(axis=1).sum())
+    if empty:
+        raise PipelineError(f"{empty} training row(s) have an empty text; fix the data source and rerun prepare")
+    deduped = pairs.drop_duplicates().reset_index(drop=True)
+    dropped = len(pairs) - len(deduped)
+    if cfg.batch_size > len(deduped):
+        raise PipelineError(
+            f"batch_size {cfg.batch_size} exceeds the {len(deduped)} training pairs; "
+            f"lower it (-S batch_size=N) or use more data"
+        )
+    return deduped, dropped
+
+
+def optimizer_steps(n_pairs: int, cfg: TrainConfig) -> int:
+    """Optimizer steps the trainer will take (batches per epoch / accumulation x epochs)."""
+    batches = math.ceil(n_pairs / cfg.batch_size)
+    return math.ceil(cfg.epochs * math.ceil(batches / cfg.grad_accum))
+
+
+def build_loss(model, cfg: TrainConfig, dims: tuple[int, ...]):
+    """MatryoshkaLoss over (Cached)MultipleNegativesRankingLoss at every configured dimension."""
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+        MatryoshkaLoss,
+        MultipleNegativesRankingLoss,
+    )
+
+    if cfg.loss == "cached_mnrl":
+        inner = CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg.mini_batch_size)
+    else:
+        inner = MultipleNegativesRankingLoss(model)
+    weights = list(cfg.matryoshka_weights) if cfg.matryoshka_weights else None
+    if weights is not None and len(weights) != len(dims):
+        raise PipelineError(f"train.matryoshka_weights has {len(weights)} values for {len(dims)} dims {list(dims)}")
+    return MatryoshkaLoss(model, inner, matryoshka_dims=list(dims), matryoshka_weights=weights)
+
+
+def training_args(cfg: TrainConfig, output_dir: Path, full_dim: int, has_dev: bool, eval_batch_size: int):
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=eval_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        lr_scheduler_type=cfg.scheduler,
+        warmup_ratio=cfg.warmup_ratio,
+        batch_sampler=cfg.batch_sampler,
+        seed=cfg.seed,
+        eval_strategy="epoch" if has_dev else "no",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=has_dev,
+        metric_for_best_model=f"eval_{DEV_NAME}_dim_{full_dim}_cosine_ndcg@10" if has_dev else None,
+        greater_is_better=True,
+        logging_steps=cfg.logging_steps,
+        report_to="none",
+        disable_tqdm=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
+class MatryoshkaRetrievalEvaluator(SentenceEvaluator):
+    """Dev evaluator for the trainer: every Matryoshka dim from one encoding pass (see retrieval.py).
+
+    Returns sentence-transformers' names (dev_dim_384_cosine_ndcg@10, ...) and fills the model card's
+    "Training Logs" with NDCG@10 at every dimension, like the card's own table.
+    """
+
+    def __init__(self, rs: RetrievalSet, dims: tuple[int, ...], eval_cfg, name: str = DEV_NAME):
+        super().__init__()
+        self.rs, self.dims, self.eval_cfg, self.name = rs, dims, eval_cfg, name
+        self.primary_metric = f"dim_{dims[0]}_cosine_ndcg@10"
+
+    def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        scores = score_all_dims(model, self.rs, self.dims, self.eval_cfg)
+        metrics = {f"{dim}_{metric}": value for dim, values in scores.items() for metric, value in values.items()}
+        metrics = self.prefix_name_to_metrics(metrics, self.name)
+        self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
+        logs = model.model_card_data.training_logs
+        if logs:  # the card's table shows every dimension's NDCG@10, not only the primary one
+            logs[-1].update({k: v for k, v in metrics.items() if k.endswith("_cosine_ndcg@10")})
+        return metrics
+
+
+class MlflowLogCallback(TrainerCallback):
+    """Send the trainer's logs (loss, learning rate, dev metrics per epoch) to the stage's MLflow run."""
+
+    def __init__(self, run: StageRun):
+        self.run = run
+
+    def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs):
+        if logs:
+            numeric = {k: v for k, v in logs.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+            self.run.log_metrics(numeric, step=state.global_step)
+
+
+def checkpoint_key(params: dict[str, Any], data_file: Path) -> str:
+    """Checkpoints are reused only for the same training params and the same data."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    digest.update(data_file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def latest_checkpoint(folder: Path) -> str | None:
+    """The trainer's newest checkpoint-N folder, if an interrupted run left one."""
+    found = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(found[-1]) if found else None
+
+
+def dev_history(log_history: list[dict[str, Any]], dims: tuple[int, ...]) -> list[dict[str, float]]:
+    """Per-epoch dev NDCG@10 at every dim from the trainer's log history (the card's Training Logs)."""
+    rows = []
+    for entry in log_history:
+        if f"eval_{DEV_NAME}_dim_{dims[0]}_cosine_ndcg@10" in entry:
+            row = {"epoch": entry["epoch"], "step": entry["step"]}
+            row.update({f"dim_{d}": entry[f"eval_{DEV_NAME}_dim_{d}_cosine_ndcg@10"] for d in dims})
+            rows.append(row)
+    return rows
+
+
+def check_model_dims(model_cfg: ModelConfig, model) -> None:
+    from stages.models import check_dims
+
+    check_dims(model_cfg, model.get_embedding_dimension())

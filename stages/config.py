@@ -110,8 +110,11 @@ class DataConfig:
     dev_fraction: float
     test_fraction: float
     max_docs: int | None
+    boilerplate_max_words: int
 
     def validate(self, key: str) -> None:
+        if self.boilerplate_max_words < 0:
+            raise PipelineError(f"params.yaml: {key}boilerplate_max_words must be >= 0")
         if self.source not in SOURCES:
             raise PipelineError(f"params.yaml: {key}source must be one of {', '.join(SOURCES)}, got {self.source!r}")
         if set(self.columns) != {"anchor", "positive"}:
@@ -151,6 +154,8 @@ class PathsConfig:
     prepared: str
     data_metrics: str
     baseline_metrics: str
+    pairs: str
+    mining_metrics: str
     model: str
     train_metrics: str
     checkpoints: str

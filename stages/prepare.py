@@ -14,7 +14,7 @@ from stages.config import DataConfig, ModelConfig, PathsConfig, TrackingConfig
 from stages.data_sources import load_records
 from stages.errors import run_stage
 from stages.models import load_tokenizer
-from stages.splits import assign_splits, dataset_stats, retrieval_set, train_pairs
+from stages.splits import assign_splits, check_leakage, dataset_stats, retrieval_set, train_pairs
 from stages.tracking import stage_run
 
 
@@ -27,7 +27,7 @@ def main() -> None:
     tracking = config.section(TrackingConfig, params, "tracking")
 
     records = assign_splits(load_records(data), data.dev_fraction, data.test_fraction, seed, data.max_docs)
-    pairs = train_pairs(records)
+    pairs = train_pairs(records, exclude=check_leakage(records, data.boilerplate_max_words))
     stats = dataset_stats(records, pairs, load_tokenizer(model), model.max_seq_length)
     print(json.dumps(stats, indent=2))
 

@@ -51,9 +51,51 @@ def assign_splits(
     return records
 
 
-def train_pairs(records: pd.DataFrame) -> pd.DataFrame:
-    """(anchor, positive) rows of the train split, the shape sentence-transformers trains on."""
-    return records.loc[records["split"] == "train", ["anchor", "positive"]].reset_index(drop=True)
+def normalise(text: str) -> str:
+    """Lower case, single spaces: what counts as the same text for leakage and duplicate checks."""
+    return " ".join(str(text).lower().split())
+
+
+def check_leakage(records: pd.DataFrame, boilerplate_max_words: int) -> set[str]:
+    """Stop when a test query or test passage appears in the train or dev data (after normalising).
+
+    Boilerplate texts of at most `boilerplate_max_words` words ("None.", "Case series.") are not
+    information leaks: they are returned (normalised) so the training pairs holding one can be dropped.
+    """
+    test = records["split"] == "test"
+    test_texts = set(records.loc[test, "anchor"].map(normalise)) | set(records.loc[test, "positive"].map(normalise))
+    rest = records[~test]
+    leaked = {
+        column: sorted(set(rest.loc[rest[column].map(normalise).isin(test_texts), column]))
+        for column in ("anchor", "positive")
+    }
+    real = {c: [t for t in texts if len(t.split()) > boilerplate_max_words] for c, texts in leaked.items()}
+    if real["anchor"] or real["positive"]:
+        examples = "; ".join(f"{c} {t[:80]!r}" for c, texts in real.items() for t in texts[:3])
+        raise PipelineError(
+            f"test data leaks into train/dev: {len(real['anchor'])} anchor(s) and {len(real['positive'])} "
+            f"passage(s) also in the test split, e.g. {examples}; remove them from the source data"
+        )
+    return {normalise(t) for texts in leaked.values() for t in texts}
+
+
+def duplicate_report(records: pd.DataFrame) -> dict[str, int]:
+    """Duplicates inside train+dev: repeated pairs, and passages shared by several documents."""
+    rest = records[records["split"] != "test"]
+    norm = rest["positive"].map(normalise)
+    return {
+        "duplicate_pairs": int(rest.duplicated(["anchor", "positive"]).sum()),
+        "passages_in_several_documents": int((rest.assign(n=norm).groupby("n")["doc_id"].nunique() > 1).sum()),
+    }
+
+
+def train_pairs(records: pd.DataFrame, exclude: set[str] = frozenset()) -> pd.DataFrame:
+    """(anchor, positive, doc_id) rows of the train split, without exact duplicates and `exclude`d texts."""
+    train = records.loc[records["split"] == "train", ["anchor", "positive", "doc_id"]]
+    if exclude:
+        hit = train["anchor"].map(normalise).isin(exclude) | train["positive"].map(normalise).isin(exclude)
+        train = train[~hit]
+    return train.drop_duplicates(["anchor", "positive"]).reset_index(drop=True)
 
 
 def retrieval_set(records: pd.DataFrame, split: str, corpus_splits: tuple[str, ...]) -> dict:
@@ -74,10 +116,15 @@ def token_stats(tokenizer, texts: list[str], max_seq_length: int) -> dict[str, f
 
 
 def dataset_stats(records: pd.DataFrame, pairs: pd.DataFrame, tokenizer, max_seq_length: int) -> dict:
-    """The model card's "Training Dataset" statistics plus the size of every split."""
+    """The model card's "Training Dataset" statistics, the size of every split, duplicates."""
     docs = records.drop_duplicates("doc_id")
     counts = docs["split"].value_counts()
+    all_train = records[records["split"] == "train"]
     return {
+        "duplicates": {
+            **duplicate_report(records),
+            "train_pairs_dropped": len(all_train) - len(pairs),
+        },
         "rows": {
             "train_pairs": len(pairs),
             "train_docs": int(counts.get("train", 0)),

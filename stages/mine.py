@@ -1,0 +1,51 @@
+"""Stage `mine`: add hard negatives to the training pairs (or pass them through when mining is off).
+
+Writes <pairs>/train.parquet with columns anchor, positive[, negative_1..n], which `train` consumes
+directly (MultipleNegativesRankingLoss takes extra columns as negatives), and <mining_metrics>.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from stages import config
+from stages.atomic import output_dir, write_json
+from stages.config import ModelConfig, PathsConfig, TrackingConfig
+from stages.errors import PipelineError, run_stage
+from stages.mining import MiningConfig, mine
+from stages.models import load_model
+from stages.tracking import stage_run
+
+
+def main() -> None:
+    params = config.load_params()
+    model_cfg = config.section(ModelConfig, params, "model")
+    mining = config.section(MiningConfig, params, "mining")
+    paths = config.section(PathsConfig, params, "paths")
+    tracking = config.section(TrackingConfig, params, "tracking")
+    seed = config.seed(params)
+
+    source = Path(paths.prepared) / "train.parquet"
+    if not source.is_file():
+        raise PipelineError(f"{source} is missing; run the prepare stage first (dvc repro prepare)")
+    pairs = pd.read_parquet(source)
+    model = load_model(model_cfg) if mining.enabled else None
+    with stage_run("mine", {"mining": params["mining"], "seed": seed}, tracking.experiment, params) as run:
+        if model is not None:
+            rows, stats = mine(model, pairs, mining, seed)
+        else:
+            rows = pairs[["anchor", "positive"]]
+            stats = {"rows_in": len(pairs), "rows_out": len(pairs)}
+        stats = {"enabled": mining.enabled, **stats}
+        print(json.dumps(stats, indent=2))
+        with output_dir(paths.pairs) as out:
+            rows.to_parquet(out / "train.parquet", index=False)
+        write_json(paths.mining_metrics, stats)
+        run.log_metrics({k: v for k, v in stats.items() if k != "enabled"})
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -50,10 +50,15 @@ def test_top_level_override_as_typed(tmp_path):
 
 
 def test_biobert_group_is_the_cards_configuration(tmp_path):
-    model = config.section(ModelConfig, composed(tmp_path, "model=biobert"), "model")
+    params = composed(tmp_path, "model=biobert")
+    model = config.section(ModelConfig, params, "model")
     assert model.name == "pritamdeka/BioBERT-mnli-snli-scinli-scitail-mednli-stsb"
     assert model.dims == (768, 512, 256, 128, 64) and model.max_seq_length == 100
     assert model.embedded_package is None
+    train = config.train_config(params)  # the card's recipe comes with its model
+    assert (train.profile, train.lr, train.batch_size, train.grad_accum, train.epochs) == ("card", 2e-5, 16, 32, 4)
+    tuned = config.train_config(composed(tmp_path, "model=biobert", "train=default"))
+    assert tuned.profile == "default"
 
 
 def test_unknown_group_option_is_one_clear_error(tmp_path):

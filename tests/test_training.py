@@ -33,7 +33,9 @@ def params() -> dict:
 @pytest.fixture
 def tiny_cfg(params) -> TrainConfig:
     cfg = config.train_config(params)
-    return dataclasses.replace(cfg, lr=1e-4, epochs=2, batch_size=4, grad_accum=1, logging_steps=1, loss="mnrl")
+    return dataclasses.replace(
+        cfg, lr=1e-4, epochs=2, batch_size=4, grad_accum=1, logging_steps=1, loss="mnrl", matryoshka_weights=None
+    )
 
 
 def pairs() -> pd.DataFrame:
@@ -45,7 +47,9 @@ def test_card_profile_is_the_cards_recipe(tmp_path):
 
     out = tmp_path / "params.yaml"
     compose(out, ["train=card"], conf_dir=REPO / "conf")
-    cfg = config.train_config(yaml.safe_load(out.read_text()))
+    composed = yaml.safe_load(out.read_text())
+    cfg = config.train_config(composed)
+    assert composed["mining"]["enabled"] is False  # the card trains on plain pairs
     assert (cfg.lr, cfg.epochs, cfg.batch_size, cfg.grad_accum) == (2e-5, 4, 16, 32)
     assert (cfg.warmup_ratio, cfg.scheduler, cfg.batch_sampler, cfg.seed) == (0.1, "cosine", "no_duplicates", 42)
     assert cfg.loss == "mnrl" and cfg.matryoshka_weights is None

@@ -10,23 +10,20 @@ from pathlib import Path
 
 from stages import config
 from stages.atomic import write_json
-from stages.config import EvalConfig, ModelConfig, PathsConfig, TrackingConfig
+from stages.config import EvalConfig
 from stages.errors import run_stage
 from stages.models import load_model
 from stages.retrieval import load_retrieval_set, score_all_dims
-from stages.tracking import stage_run
 
 
 def main() -> None:
-    params = config.load_params()
-    model_cfg = config.section(ModelConfig, params, "model")
+    ctx = config.stage_context()
+    params, model_cfg, paths = ctx.params, ctx.model, ctx.paths
     eval_cfg = config.section(EvalConfig, params, "eval")
-    paths = config.section(PathsConfig, params, "paths")
-    tracking = config.section(TrackingConfig, params, "tracking")
 
     test_set = load_retrieval_set(Path(paths.prepared) / "test.json")
     model = load_model(model_cfg)
-    with stage_run("baseline", {"model": params["model"], "eval": params["eval"]}, tracking.experiment, params) as run:
+    with ctx.track("baseline", {"model": params["model"], "eval": params["eval"]}) as run:
         start = time.perf_counter()
         metrics = {"base": score_all_dims(model, test_set, model_cfg.dims, eval_cfg)}
         seconds = time.perf_counter() - start

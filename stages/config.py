@@ -230,3 +230,29 @@ def train_config(params: dict[str, Any]) -> TrainConfig:
     if not isinstance(params.get("train"), dict):
         raise PipelineError("params.yaml: section 'train' is missing; recompose: python -m stages.compose_params")
     return build(TrainConfig, {**params["train"], **{k: params.get(k) for k in TRAIN_KNOBS if k in params}})
+
+
+@dataclasses.dataclass(frozen=True)
+class StageContext:
+    """What every stage reads: the whole params (for the MLflow parent run), the model, paths, tracking."""
+
+    params: dict[str, Any]
+    model: ModelConfig
+    paths: PathsConfig
+    tracking: TrackingConfig
+
+    def track(self, stage: str, stage_params: dict[str, Any]):
+        """The stage's MLflow run, nested under this pipeline execution's parent run."""
+        from stages.tracking import stage_run
+
+        return stage_run(stage, stage_params, self.tracking.experiment, self.params)
+
+
+def stage_context(path: str | Path = PARAMS_FILE) -> StageContext:
+    params = load_params(path)
+    return StageContext(
+        params,
+        section(ModelConfig, params, "model"),
+        section(PathsConfig, params, "paths"),
+        section(TrackingConfig, params, "tracking"),
+    )

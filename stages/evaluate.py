@@ -13,12 +13,11 @@ from pathlib import Path
 
 from stages import config
 from stages.atomic import output_dir, write_json
-from stages.config import EvalConfig, ModelConfig, PathsConfig, TrackingConfig
+from stages.config import EvalConfig
 from stages.errors import PipelineError, run_stage
 from stages.metric_tables import metric_change
 from stages.models import load_model
 from stages.retrieval import load_retrieval_set, score_all_dims
-from stages.tracking import stage_run
 
 NDCG = "cosine_ndcg@10"
 LABELS = {
@@ -67,11 +66,9 @@ def write_plots(folder: Path, series: dict[str, list[dict]]) -> Path:
 
 
 def main() -> None:
-    params = config.load_params()
-    model_cfg = config.section(ModelConfig, params, "model")
+    ctx = config.stage_context()
+    params, model_cfg, paths = ctx.params, ctx.model, ctx.paths
     eval_cfg = config.section(EvalConfig, params, "eval")
-    paths = config.section(PathsConfig, params, "paths")
-    tracking = config.section(TrackingConfig, params, "tracking")
 
     test_set = load_retrieval_set(Path(paths.prepared) / "test.json")
     baseline_file = Path(paths.baseline_metrics)
@@ -83,7 +80,7 @@ def main() -> None:
         raise PipelineError(f"fine-tuned model {paths.model} is missing; run the train stage first (dvc repro train)")
     model = load_model(dataclasses.replace(model_cfg, name=paths.model, embedded_package=None))
 
-    with stage_run("evaluate", {"model": params["model"], "eval": params["eval"]}, tracking.experiment, params) as run:
+    with ctx.track("evaluate", {"model": params["model"], "eval": params["eval"]}) as run:
         finetuned = score_all_dims(model, test_set, model_cfg.dims, eval_cfg)
         metrics = {"base": base, "finetuned": finetuned, "change": metric_change(base, finetuned)}
         for dim in finetuned:

@@ -13,19 +13,15 @@ import pandas as pd
 
 from stages import config
 from stages.atomic import output_dir, write_json
-from stages.config import ModelConfig, PathsConfig, TrackingConfig
 from stages.errors import PipelineError, run_stage
 from stages.mining import MiningConfig, mine
 from stages.models import load_model
-from stages.tracking import stage_run
 
 
 def main() -> None:
-    params = config.load_params()
-    model_cfg = config.section(ModelConfig, params, "model")
+    ctx = config.stage_context()
+    params, model_cfg, paths = ctx.params, ctx.model, ctx.paths
     mining = config.section(MiningConfig, params, "mining")
-    paths = config.section(PathsConfig, params, "paths")
-    tracking = config.section(TrackingConfig, params, "tracking")
     seed = config.seed(params)
 
     source = Path(paths.prepared) / "train.parquet"
@@ -33,7 +29,7 @@ def main() -> None:
         raise PipelineError(f"{source} is missing; run the prepare stage first (dvc repro prepare)")
     pairs = pd.read_parquet(source)
     model = load_model(model_cfg) if mining.enabled else None
-    with stage_run("mine", {"mining": params["mining"], "seed": seed}, tracking.experiment, params) as run:
+    with ctx.track("mine", {"mining": params["mining"], "seed": seed}) as run:
         if model is not None:
             rows, stats = mine(model, pairs, mining, seed)
         else:

@@ -10,21 +10,18 @@ import json
 
 from stages import config
 from stages.atomic import output_dir, write_json
-from stages.config import DataConfig, ModelConfig, PathsConfig, TrackingConfig
+from stages.config import DataConfig
 from stages.data_sources import load_records
 from stages.errors import run_stage
 from stages.models import load_tokenizer
 from stages.splits import assign_splits, check_leakage, dataset_stats, retrieval_set, train_pairs
-from stages.tracking import stage_run
 
 
 def main() -> None:
-    params = config.load_params()
+    ctx = config.stage_context()
+    params, model, paths = ctx.params, ctx.model, ctx.paths
     data = config.section(DataConfig, params, "data")
-    model = config.section(ModelConfig, params, "model")
-    paths = config.section(PathsConfig, params, "paths")
     seed = config.seed(params)
-    tracking = config.section(TrackingConfig, params, "tracking")
 
     records = assign_splits(load_records(data), data.dev_fraction, data.test_fraction, seed, data.max_docs)
     pairs = train_pairs(records, exclude=check_leakage(records, data.boilerplate_max_words))
@@ -37,7 +34,7 @@ def main() -> None:
         "model.name": model.name,
         "model.max_seq_length": model.max_seq_length,
     }
-    with stage_run("prepare", stage_params, tracking.experiment, params) as run:
+    with ctx.track("prepare", stage_params) as run:
         with output_dir(paths.prepared) as out:
             pairs.to_parquet(out / "train.parquet", index=False)
             (out / "dev.json").write_text(json.dumps(retrieval_set(records, "dev", ("train", "dev"))), encoding="utf-8")

@@ -16,11 +16,10 @@ import pandas as pd
 
 from stages import config
 from stages.atomic import output_dir, write_json
-from stages.config import EvalConfig, ModelConfig, PathsConfig, TrackingConfig
+from stages.config import EvalConfig
 from stages.errors import PipelineError, run_stage
 from stages.models import load_model
 from stages.retrieval import load_retrieval_set
-from stages.tracking import stage_run
 from stages.training import (
     MatryoshkaRetrievalEvaluator,
     MlflowLogCallback,
@@ -38,11 +37,9 @@ def main() -> None:
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer
 
-    params = config.load_params()
-    model_cfg = config.section(ModelConfig, params, "model")
+    ctx = config.stage_context()
+    params, model_cfg, paths = ctx.params, ctx.model, ctx.paths
     eval_cfg = config.section(EvalConfig, params, "eval")
-    paths = config.section(PathsConfig, params, "paths")
-    tracking = config.section(TrackingConfig, params, "tracking")
     cfg = config.train_config(params)
 
     train_file = Path(paths.pairs) / "train.parquet"
@@ -61,7 +58,7 @@ def main() -> None:
         f"training on {len(pairs)} pairs ({dropped} duplicates dropped), {steps} optimizer steps"
         + (f", resuming from {resume}" if resume else "")
     )
-    with stage_run("train", stage_params, tracking.experiment, params) as run:
+    with ctx.track("train", stage_params) as run:
         trainer = SentenceTransformerTrainer(
             model=model,
             args=training_args(cfg, checkpoints, model_cfg.dims[0], dev is not None, eval_cfg.batch_size),

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 class PipelineError(Exception):
     """Bad input or environment: the message says what is wrong and how to fix it."""
+
+
+def require_input(path: str | Path, stage: str, what: str = "") -> Path:
+    """`path` if it exists, else the one-line error naming the stage that produces it."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{what}{path} is missing; run the {stage} stage first (dvc repro {stage})")
+    return path
 
 
 def run_stage(main: Callable[[], None]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from stages import config
 from stages.atomic import output_dir, write_json
 from stages.config import EvalConfig
-from stages.errors import PipelineError, run_stage
+from stages.errors import require_input, run_stage
 from stages.metric_tables import metric_change
 from stages.models import load_model
 from stages.retrieval import load_retrieval_set, score_all_dims
@@ -71,13 +71,10 @@ def main() -> None:
     eval_cfg = config.section(EvalConfig, params, "eval")
 
     test_set = load_retrieval_set(Path(paths.prepared) / "test.json")
-    baseline_file = Path(paths.baseline_metrics)
-    if not baseline_file.is_file():
-        raise PipelineError(f"{baseline_file} is missing; run the baseline stage first (dvc repro baseline)")
+    baseline_file = require_input(paths.baseline_metrics, "baseline")
     base = json.loads(baseline_file.read_text(encoding="utf-8"))["base"]
     card = json.loads(Path(paths.card).read_text(encoding="utf-8"))
-    if not Path(paths.model).is_dir():
-        raise PipelineError(f"fine-tuned model {paths.model} is missing; run the train stage first (dvc repro train)")
+    require_input(paths.model, "train", what="fine-tuned model ")
     model = load_model(dataclasses.replace(model_cfg, name=paths.model, embedded_package=None))
 
     with ctx.track("evaluate", {"model": params["model"], "eval": params["eval"]}) as run:

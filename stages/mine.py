@@ -13,7 +13,7 @@ import pandas as pd
 
 from stages import config
 from stages.atomic import output_dir, write_json
-from stages.errors import PipelineError, run_stage
+from stages.errors import require_input, run_stage
 from stages.mining import MiningConfig, mine
 from stages.models import load_model
 
@@ -24,9 +24,7 @@ def main() -> None:
     mining = config.section(MiningConfig, params, "mining")
     seed = config.seed(params)
 
-    source = Path(paths.prepared) / "train.parquet"
-    if not source.is_file():
-        raise PipelineError(f"{source} is missing; run the prepare stage first (dvc repro prepare)")
+    source = require_input(Path(paths.prepared) / "train.parquet", "prepare")
     pairs = pd.read_parquet(source)
     model = load_model(model_cfg) if mining.enabled else None
     with ctx.track("mine", {"mining": params["mining"], "seed": seed}) as run:

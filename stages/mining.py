@@ -74,13 +74,12 @@ def _summary(values: list[float]) -> dict[str, float]:
 def mine(model, pairs: pd.DataFrame, cfg: MiningConfig, seed: int) -> tuple[pd.DataFrame, dict]:
     """(anchor, positive, negative_1..n) rows from (doc_id, anchor, positive) pairs, and mining statistics."""
     corpus = pairs.drop_duplicates("positive")["positive"].tolist()
-    corpus_docs: dict[str, set[str]] = {}
+    corpus_docs: dict[str, set[str]] = {}  # passage -> the documents holding it
+    doc_texts: dict[str, set[str]] = {}  # document -> its passages, normalised
     for doc, text in zip(pairs["doc_id"], pairs["positive"], strict=True):
         corpus_docs.setdefault(text, set()).add(doc)
-    norm_corpus = [normalise(t) for t in corpus]
-    doc_texts: dict[str, set[str]] = {}
-    for doc, text in zip(pairs["doc_id"], pairs["positive"], strict=True):
         doc_texts.setdefault(doc, set()).add(normalise(text))
+    norm_corpus = [normalise(t) for t in corpus]
     anchors = pairs.drop_duplicates("anchor")[["anchor", "doc_id"]]
     anchor_index = {a: i for i, a in enumerate(anchors["anchor"])}
     corpus_index = {t: i for i, t in enumerate(corpus)}

@@ -17,7 +17,7 @@ from sentence_transformers.sentence_transformer.evaluation import InformationRet
 from sentence_transformers.util import cos_sim
 
 from stages.config import EvalConfig
-from stages.errors import PipelineError
+from stages.errors import PipelineError, require_input
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,7 @@ class RetrievalSet:
 
 def load_retrieval_set(path: str | Path, allow_empty: bool = False) -> RetrievalSet | None:
     """Read a prepared retrieval set; an empty one is an error unless `allow_empty` (then None)."""
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"retrieval set {path} is missing; run the prepare stage first (dvc repro prepare)")
+    path = require_input(path, "prepare", what="retrieval set ")
     data = json.loads(path.read_text(encoding="utf-8"))
     rs = RetrievalSet(data["queries"], data["corpus"], {q: set(docs) for q, docs in data["relevant"].items()})
     if not rs.queries or not rs.corpus:

@@ -17,7 +17,7 @@ import pandas as pd
 from stages import config
 from stages.atomic import output_dir, write_json
 from stages.config import EvalConfig
-from stages.errors import PipelineError, run_stage
+from stages.errors import require_input, run_stage
 from stages.models import load_model
 from stages.retrieval import load_retrieval_set
 from stages.training import (
@@ -42,9 +42,7 @@ def main() -> None:
     eval_cfg = config.section(EvalConfig, params, "eval")
     cfg = config.train_config(params)
 
-    train_file = Path(paths.pairs) / "train.parquet"
-    if not train_file.is_file():
-        raise PipelineError(f"{train_file} is missing; run the mine stage first (dvc repro mine)")
+    train_file = require_input(Path(paths.pairs) / "train.parquet", "mine")
     pairs, dropped = check_train_pairs(pd.read_parquet(train_file), cfg)
     dev = load_retrieval_set(Path(paths.prepared) / "dev.json", allow_empty=True)
     model = load_model(model_cfg)

@@ -13,7 +13,7 @@ import torch
 from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 from transformers import TrainerCallback
 
-from stages.config import ModelConfig, TrainConfig
+from stages.config import TrainConfig
 from stages.errors import PipelineError
 from stages.retrieval import RetrievalSet, score_all_dims
 from stages.tracking import StageRun
@@ -151,9 +151,3 @@ def dev_history(log_history: list[dict[str, Any]], dims: tuple[int, ...]) -> lis
             row.update({f"dim_{d}": entry[f"eval_{DEV_NAME}_dim_{d}_cosine_ndcg@10"] for d in dims})
             rows.append(row)
     return rows
-
-
-def check_model_dims(model_cfg: ModelConfig, model) -> None:
-    from stages.models import check_dims
-
-    check_dims(model_cfg, model.get_embedding_dimension())

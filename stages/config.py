@@ -182,6 +182,8 @@ def seed(params: dict[str, Any]) -> int:
 
 
 LOSSES = ("mnrl", "cached_mnrl")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DIRECTIONS = ("query_to_doc", "doc_to_query", "query_to_query", "doc_to_doc")
 BATCH_SAMPLERS = ("no_duplicates", "batch_sampler")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 # Top-level sweep knobs (dvc exp run -S lr=3e-5) that the training stage reads beside params.train.
@@ -203,6 +205,10 @@ class TrainConfig:
     batch_sampler: str
     logging_steps: int
     matryoshka_weights: tuple[float, ...] | None
+    directions: tuple[str, ...]
+    precision: str
+    tf32: bool
+    nproc: int
 
     def validate(self, key: str) -> None:
         checks = [
@@ -219,6 +225,16 @@ class TrainConfig:
                 f"train.batch_sampler must be one of {', '.join(BATCH_SAMPLERS)}, got {self.batch_sampler!r}",
             ),
             (self.logging_steps >= 1, f"train.logging_steps must be >= 1, got {self.logging_steps}"),
+            (
+                self.precision in PRECISIONS,
+                f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+            ),
+            (self.nproc >= 1, f"train.nproc must be >= 1, got {self.nproc}"),
+            (
+                bool(self.directions) and "query_to_doc" in self.directions and set(self.directions) <= set(DIRECTIONS),
+                f"train.directions must include query_to_doc and come from {', '.join(DIRECTIONS)}, "
+                f"got {list(self.directions)}",
+            ),
         ]
         for ok, message in checks:
             if not ok:

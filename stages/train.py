@@ -7,8 +7,12 @@ An interrupted run resumes from its last checkpoint when rerun with the same par
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,10 +31,23 @@ from stages.training import (
     check_train_pairs,
     checkpoint_key,
     dev_history,
+    is_main_process,
     latest_checkpoint,
     optimizer_steps,
     training_args,
+    world_size,
 )
+
+
+def launch_distributed(nproc: int) -> int:
+    """Rerun this stage under torchrun with `nproc` processes on this machine; DDP does the rest.
+
+    Across machines, start `torchrun --nnodes ... -m stages.train` on each yourself (README "Distributed
+    training"): a stage that already runs under torchrun (WORLD_SIZE set) does not relaunch.
+    """
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    print(f"train.nproc={nproc}: {' '.join(cmd[1:])} -m stages.train", flush=True)
+    return subprocess.run([*cmd, "-m", "stages.train"], check=False).returncode
 
 
 def main() -> None:
@@ -41,6 +58,9 @@ def main() -> None:
     params, model_cfg, paths = ctx.params, ctx.model, ctx.paths
     eval_cfg = config.section(EvalConfig, params, "eval")
     cfg = config.train_config(params)
+    if cfg.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        sys.exit(launch_distributed(cfg.nproc))
+    main_process = is_main_process()
 
     train_file = require_input(Path(paths.pairs) / "train.parquet", "mine")
     pairs, dropped = check_train_pairs(pd.read_parquet(train_file), cfg)
@@ -51,31 +71,42 @@ def main() -> None:
     stage_params = {"train": dataclasses.asdict(cfg), "model": params["model"]}
     checkpoints = Path(paths.checkpoints) / checkpoint_key(stage_params, train_file)
     resume = latest_checkpoint(checkpoints)
-    steps = optimizer_steps(len(pairs), cfg)
-    print(
-        f"training on {len(pairs)} pairs ({dropped} duplicates dropped), {steps} optimizer steps"
-        + (f", resuming from {resume}" if resume else "")
-    )
-    with ctx.track("train", stage_params) as run:
+    steps = optimizer_steps(len(pairs), cfg, world_size())
+    if main_process:
+        print(
+            f"training on {len(pairs)} pairs ({dropped} duplicates dropped), {steps} optimizer steps"
+            + (f" over {world_size()} processes" if world_size() > 1 else "")
+            + (f", resuming from {resume}" if resume else "")
+        )
+    tracked = ctx.track("train", stage_params) if main_process else contextlib.nullcontext()
+    with tracked as run:
         trainer = SentenceTransformerTrainer(
             model=model,
             args=training_args(cfg, checkpoints, model_cfg.dims[0], dev is not None, eval_cfg.batch_size),
             train_dataset=Dataset.from_pandas(pairs, preserve_index=False),
             loss=build_loss(model, cfg, model_cfg.dims),
             evaluator=MatryoshkaRetrievalEvaluator(dev, model_cfg.dims, eval_cfg) if dev else None,
-            callbacks=[MlflowLogCallback(run)],
+            callbacks=[MlflowLogCallback(run)] if run else [],
         )
         start = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=resume)
         seconds = time.perf_counter() - start
+        trainer.accelerator.wait_for_everyone()
+        if not main_process:
+            return
         history = dev_history(trainer.state.log_history, model_cfg.dims)
+        eval_seconds = sum(e.get("eval_runtime", 0.0) for e in trainer.state.log_history)
         summary = {
             "train_pairs": len(pairs),
             "duplicate_pairs_dropped": dropped,
+            "processes": world_size(),
+            "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
             "optimizer_steps": trainer.state.global_step,
             "train_loss": result.training_loss,
             "train_seconds": round(seconds, 1),
-            "pairs_per_second": round(len(pairs) * cfg.epochs / seconds, 2),
+            "dev_eval_seconds": round(eval_seconds, 1),
+            # training only (the per-epoch dev evaluation excluded), all processes together
+            "pairs_per_second": round(len(pairs) * cfg.epochs / (seconds - eval_seconds), 2),
             "best_dev_ndcg@10": trainer.state.best_metric,
             "dev_ndcg@10_by_epoch": history,
         }

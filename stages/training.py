@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -43,24 +44,60 @@ def check_train_pairs(pairs: pd.DataFrame, cfg: TrainConfig) -> tuple[pd.DataFra
     return deduped, dropped
 
 
-def optimizer_steps(n_pairs: int, cfg: TrainConfig) -> int:
-    """Optimizer steps the trainer will take (batches per epoch / accumulation x epochs)."""
-    batches = math.ceil(n_pairs / cfg.batch_size)
+def optimizer_steps(n_pairs: int, cfg: TrainConfig, processes: int = 1) -> int:
+    """Optimizer steps the trainer will take (batches per epoch / accumulation x epochs).
+
+    Under DDP a step takes `processes` batches, one per process, and the last incomplete one is dropped.
+    """
+    per_step = cfg.batch_size * processes
+    batches = n_pairs // per_step if processes > 1 else math.ceil(n_pairs / per_step)
     return math.ceil(cfg.epochs * math.ceil(batches / cfg.grad_accum))
 
 
+def world_size() -> int:
+    """Processes in this training run (torchrun sets WORLD_SIZE; 1 when run plainly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Only global rank 0 writes outputs and logs to MLflow."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def resolve_precision(precision: str, cuda: bool, cuda_bf16: bool) -> str:
+    """The precision training really uses: auto is bf16 on a CUDA GPU that has it, fp32 otherwise.
+
+    bf16 on CPU is opt-in (-S train.precision=bf16): autocast on a CPU with AVX-512 BF16/AMX; see the
+    README's Performance section for what it buys and costs here. fp16 needs CUDA (it needs a loss scaler).
+    """
+    if precision == "auto":
+        return "bf16" if cuda and cuda_bf16 else "fp32"
+    if precision == "fp16" and not cuda:
+        raise PipelineError("train.precision=fp16 needs a CUDA GPU; use bf16 or fp32 on CPU (-S train.precision=bf16)")
+    if precision == "bf16" and cuda and not cuda_bf16:
+        raise PipelineError("this GPU has no bf16; use -S train.precision=fp16 (or fp32)")
+    return precision
+
+
 def build_loss(model, cfg: TrainConfig, dims: tuple[int, ...]):
-    """MatryoshkaLoss over (Cached)MultipleNegativesRankingLoss at every configured dimension."""
+    """MatryoshkaLoss over (Cached)MultipleNegativesRankingLoss at every configured dimension.
+
+    Under DDP every process's batch is gathered, so each query sees the whole global batch as negatives,
+    as in a single-process run with nproc x batch_size.
+    """
     from sentence_transformers.sentence_transformer.losses import (
         CachedMultipleNegativesRankingLoss,
         MatryoshkaLoss,
         MultipleNegativesRankingLoss,
     )
 
+    gather = world_size() > 1
     if cfg.loss == "cached_mnrl":
-        inner = CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg.mini_batch_size)
+        inner = CachedMultipleNegativesRankingLoss(
+            model, mini_batch_size=cfg.mini_batch_size, directions=cfg.directions, gather_across_devices=gather
+        )
     else:
-        inner = MultipleNegativesRankingLoss(model)
+        inner = MultipleNegativesRankingLoss(model, directions=cfg.directions, gather_across_devices=gather)
     weights = list(cfg.matryoshka_weights) if cfg.matryoshka_weights else None
     if weights is not None and len(weights) != len(dims):
         raise PipelineError(f"train.matryoshka_weights has {len(weights)} values for {len(dims)} dims {list(dims)}")
@@ -70,7 +107,16 @@ def build_loss(model, cfg: TrainConfig, dims: tuple[int, ...]):
 def training_args(cfg: TrainConfig, output_dir: Path, full_dim: int, has_dev: bool, eval_batch_size: int):
     from sentence_transformers import SentenceTransformerTrainingArguments
 
+    cuda = torch.cuda.is_available()
+    precision = resolve_precision(cfg.precision, cuda, cuda and torch.cuda.is_bf16_supported())
     return SentenceTransformerTrainingArguments(
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        tf32=cfg.tf32 if cuda and torch.cuda.get_device_capability()[0] >= 8 else None,
+        use_cpu=not cuda,
+        ddp_backend="gloo" if world_size() > 1 and not cuda else None,
+        # gathering negatives across processes needs equal batch sizes on every process
+        dataloader_drop_last=world_size() > 1,
         output_dir=str(output_dir),
         num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size,

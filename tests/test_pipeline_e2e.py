@@ -103,6 +103,39 @@ def test_train_and_evaluate_outputs(clone, first_repro):
     assert not (clone / ".cache/checkpoints").exists() or not any((clone / ".cache/checkpoints").iterdir())
 
 
+def test_train_runs_as_two_ddp_processes_under_torchrun(clone, first_repro, tmp_path):
+    """-S train.nproc=2: torchrun, gloo on CPU, per-process batch 8 = the single run's 16; rank 0 writes."""
+    from mlflow.tracking import MlflowClient
+
+    from stages.config import train_config
+    from stages.training import optimizer_steps
+
+    ddp = tmp_path / "ddp"
+    shutil.copytree(clone, ddp, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts"))
+    params_file = ddp / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["train"]["nproc"], params["batch_size"] = 2, 8
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.rmtree(ddp / "models/finetuned")
+    store = f"sqlite:///{tmp_path / 'ddp-mlflow.db'}"
+    out = run(["python", "-m", "stages.train"], ddp, MLFLOW_TRACKING_URI=store)
+    assert "--nproc_per_node=2" in out.stdout and "over 2 processes" in out.stdout
+    run(["python", "-m", "stages.evaluate"], ddp, MLFLOW_TRACKING_URI=store)
+
+    train = json.loads((ddp / "metrics/train.json").read_text())
+    n_pairs = train["train_pairs"]
+    assert train["processes"] == 2
+    assert train["optimizer_steps"] == optimizer_steps(n_pairs, train_config(params), processes=2) > 0
+    assert (ddp / "models/finetuned/model.safetensors").is_file()
+    single = json.loads((clone / "metrics/eval.json").read_text())["finetuned"]
+    multi = json.loads((ddp / "metrics/eval.json").read_text())["finetuned"]
+    for dim in ("dim_384", "dim_32"):  # same recipe, same data, other batch order: close, not identical
+        assert multi[dim]["cosine_ndcg@10"] == pytest.approx(single[dim]["cosine_ndcg@10"], abs=0.05)
+    client = MlflowClient(tracking_uri=store)
+    runs = client.search_runs([client.get_experiment_by_name("medical-matryoshka").experiment_id])
+    assert sorted(r.info.run_name for r in runs if "mlflow.parentRunId" in r.data.tags) == ["evaluate", "train"]
+
+
 def test_second_repro_runs_nothing(clone, first_repro):
     out = run(["dvc", "repro"], clone).stdout
     assert "Running stage" not in out

@@ -20,6 +20,7 @@ from stages.training import (
     dev_history,
     latest_checkpoint,
     optimizer_steps,
+    resolve_precision,
     training_args,
 )
 from tests.conftest import PAIRS, REPO
@@ -66,6 +67,10 @@ def test_card_profile_is_the_cards_recipe(tmp_path):
         ({"epochs": 0}, "epochs must be > 0"),
         ({"scheduler": "cyclic"}, "scheduler must be one of"),
         ({"train": {"loss": "triplet"}}, "train.loss must be one of"),
+        ({"train": {"precision": "fp8"}}, "train.precision must be one of"),
+        ({"train": {"nproc": 0}}, "train.nproc must be >= 1"),
+        ({"train": {"directions": ["doc_to_query"]}}, "train.directions must include query_to_doc"),
+        ({"train": {"directions": ["query_to_doc", "doc_to_passage"]}}, "train.directions must include"),
     ],
 )
 def test_bad_training_params_fail_before_training(params, override, message):
@@ -179,3 +184,51 @@ def test_dims_above_the_model_are_rejected_before_training(params):
     model_cfg = dataclasses.replace(config.section(ModelConfig, params, "model"), dims=(512, 256))
     with pytest.raises(PipelineError, match="exceed the dimension 384"):
         load_model(model_cfg)
+
+
+def test_precision_auto_is_bf16_on_a_bf16_gpu_and_fp32_on_cpu():
+    assert resolve_precision("auto", cuda=True, cuda_bf16=True) == "bf16"
+    assert resolve_precision("auto", cuda=True, cuda_bf16=False) == "fp32"
+    assert resolve_precision("auto", cuda=False, cuda_bf16=False) == "fp32"
+    assert resolve_precision("bf16", cuda=False, cuda_bf16=False) == "bf16"  # opt-in CPU autocast
+    with pytest.raises(PipelineError, match="fp16 needs a CUDA GPU"):
+        resolve_precision("fp16", cuda=False, cuda_bf16=False)
+    with pytest.raises(PipelineError, match="this GPU has no bf16"):
+        resolve_precision("bf16", cuda=True, cuda_bf16=False)
+
+
+def test_cpu_training_args_never_carry_gpu_settings(tiny_cfg, tmp_path):
+    args = training_args(dataclasses.replace(tiny_cfg, precision="auto", tf32=True), tmp_path, 64, True, 8)
+    assert (args.bf16, args.fp16, args.tf32, args.use_cpu) == (False, False, None, True)
+    assert args.ddp_backend is None and args.dataloader_drop_last is False  # one process: nothing dropped
+    bf16 = training_args(dataclasses.replace(tiny_cfg, precision="bf16"), tmp_path, 64, True, 8)
+    assert bf16.bf16 and not bf16.fp16
+
+
+def test_steps_under_ddp_count_one_batch_per_process_and_drop_the_rest(tiny_cfg):
+    cfg = dataclasses.replace(tiny_cfg, batch_size=8, grad_accum=1, epochs=1)
+    assert optimizer_steps(78, cfg) == 10  # ceil(78 / 8): the last short batch is kept
+    assert optimizer_steps(78, cfg, processes=2) == 4  # 78 // 16: equal batches on both processes
+
+
+def test_loss_directions_reach_the_ranking_loss(tiny_model, tiny_cfg):
+    both = ("query_to_doc", "doc_to_query")
+    for kind in ("mnrl", "cached_mnrl"):
+        loss = build_loss(tiny_model, dataclasses.replace(tiny_cfg, loss=kind, directions=both), (64, 32))
+        assert tuple(loss.loss.directions) == both
+
+
+def test_bf16_autocast_trains_on_cpu_and_keeps_fp32_weights(tiny_model_dir, tiny_cfg, dev_set, params, tmp_path):
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    dims = (64, 32)
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = dataclasses.replace(tiny_cfg, precision="bf16", epochs=1)
+    trainer = make_trainer(model, cfg, tmp_path, dims, config.section(EvalConfig, params, "eval"), dev_set)
+    result = trainer.train()
+    after = model.state_dict()
+    assert torch.isfinite(torch.tensor(result.training_loss))
+    assert all(v.dtype == torch.float32 for v in after.values() if v.is_floating_point())
+    assert any(not torch.equal(before[k], after[k]) for k in before)

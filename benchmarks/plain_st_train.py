@@ -1,0 +1,111 @@
+"""A plain sentence-transformers training script with the train stage's settings, for benchmarks.train_speed.
+
+What a user of the model card would write: the same data, loss, arguments and seed as the stage (read
+from params.yaml), the stock SequentialEvaluator of one InformationRetrievalEvaluator per dimension on the
+dev split each epoch, no MLflow, no checkpoint bookkeeping. It imports nothing from this project.
+
+    python benchmarks/plain_st_train.py --out /tmp/plain-model [--epochs 1] [--precision bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import pandas as pd
+import torch
+import yaml
+from datasets import Dataset
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator, SequentialEvaluator
+from sentence_transformers.sentence_transformer.losses import (
+    CachedMultipleNegativesRankingLoss,
+    MatryoshkaLoss,
+    MultipleNegativesRankingLoss,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--epochs", type=float, default=None)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--mini-batch-size", type=int, default=None)
+    args = parser.parse_args()
+
+    with open(args.params, encoding="utf-8") as f:
+        p = yaml.safe_load(f)
+    t, m, paths = p["train"], p["model"], p["paths"]
+    epochs = args.epochs or p["epochs"]
+    dims = m["dims"]
+
+    if m.get("embedded_package"):
+        import importlib
+
+        name = str(importlib.import_module(m["embedded_package"]).get_model_path())
+    else:
+        name = m["name"]
+    model = SentenceTransformer(name)
+    model.max_seq_length = m["max_seq_length"]
+
+    train = Dataset.from_pandas(pd.read_parquet(f"{paths['pairs']}/train.parquet"), preserve_index=False)
+    with open(f"{paths['prepared']}/dev.json", encoding="utf-8") as f:
+        dev = json.load(f)
+    relevant = {q: set(d) for q, d in dev["relevant"].items()}
+    evaluator = SequentialEvaluator(
+        [
+            InformationRetrievalEvaluator(dev["queries"], dev["corpus"], relevant, name=f"dim_{d}", truncate_dim=d)
+            for d in dims
+        ]
+    )
+
+    directions = tuple(t["directions"])
+    if t["loss"] == "cached_mnrl":
+        mini = args.mini_batch_size or t["mini_batch_size"]
+        inner = CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini, directions=directions)
+    else:
+        inner = MultipleNegativesRankingLoss(model, directions=directions)
+    loss = MatryoshkaLoss(model, inner, matryoshka_dims=dims, matryoshka_weights=t["matryoshka_weights"])
+
+    targs = SentenceTransformerTrainingArguments(
+        output_dir=f"{args.out}/checkpoints",
+        num_train_epochs=epochs,
+        per_device_train_batch_size=p["batch_size"],
+        gradient_accumulation_steps=p["grad_accum"],
+        learning_rate=float(p["lr"]),
+        lr_scheduler_type=p["scheduler"],
+        warmup_steps=p["warmup_ratio"],
+        batch_sampler=t["batch_sampler"],
+        seed=p["seed"],
+        bf16=args.precision == "bf16",
+        use_cpu=not torch.cuda.is_available(),
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=f"eval_dim_{dims[0]}_cosine_ndcg@10",
+        logging_steps=1,
+        report_to="none",
+    )
+    trainer = SentenceTransformerTrainer(model=model, args=targs, train_dataset=train, loss=loss, evaluator=evaluator)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    eval_seconds = sum(e.get("eval_runtime", 0.0) for e in trainer.state.log_history)
+    model.save(args.out)
+    summary = {
+        "train_pairs": len(train),
+        "optimizer_steps": trainer.state.global_step,
+        "train_seconds": round(seconds, 1),
+        "dev_eval_seconds": round(eval_seconds, 1),
+        "pairs_per_second": round(len(train) * epochs / (seconds - eval_seconds), 2),
+    }
+    with open(f"{args.out}/train.json", "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

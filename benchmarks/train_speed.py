@@ -1,0 +1,152 @@
+"""Training throughput: the train stage vs a plain sentence-transformers script, fp32 vs bf16 autocast.
+
+Every variant trains from the same base model on the same mined pairs with the params.yaml profile
+(default: the default profile), in its own temporary folder (your models/ and metrics/ are untouched;
+MLflow goes to a throw-away store), then the test NDCG@10 of the model it saved is scored at every
+dimension, so a faster setting never hides a quality loss. Throughput is training pairs per second with
+the per-epoch dev evaluation taken out (each route's own evaluator), and the wall time with it.
+
+    python -m benchmarks.train_speed --epochs 1                       # all variants, ~20 min on 2 cores
+    python -m benchmarks.train_speed --epochs 1 --only stage,plain    # the stage's overhead alone
+
+Needs `dvc repro mine` (prepared data and mined pairs) first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from benchmarks.common import banner, run_measured
+
+ROOT = Path.cwd()  # the checkout the benchmark runs in (its params.yaml, data and stages/)
+BENCHMARKS = Path(__file__).resolve().parent
+
+# name -> (route, params overrides of the `train` section, plain-script flags)
+VARIANTS = {
+    "stage": ("stage", {"precision": "fp32"}, []),
+    "plain": ("plain", {}, ["--precision", "fp32"]),
+    "stage-bf16": ("stage", {"precision": "bf16"}, []),
+    "stage-bf16-mb128": ("stage", {"precision": "bf16", "mini_batch_size": 128}, []),
+    "stage-fp32-mb128": ("stage", {"precision": "fp32", "mini_batch_size": 128}, []),
+}
+
+
+def workspace(root: Path, params: dict, train_overrides: dict, epochs: float | None) -> Path:
+    """A folder with stages/ and a params.yaml whose inputs are this repo's data and outputs are local."""
+    ws = root / "ws"
+    shutil.copytree(ROOT / "stages", ws / "stages")
+    p = json.loads(json.dumps(params))
+    p["train"].update(train_overrides)
+    if epochs:
+        p["epochs"] = epochs
+    for key in ("prepared", "pairs"):
+        p["paths"][key] = str((ROOT / p["paths"][key]).resolve())
+    for key in ("model", "train_metrics", "checkpoints"):
+        p["paths"][key] = str(ws / p["paths"][key])
+    (ws / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    return ws
+
+
+def test_ndcg(model_dir: Path, params: dict) -> dict[str, float]:
+    from stages import config
+    from stages.config import EvalConfig, ModelConfig
+    from stages.models import load_model
+    from stages.retrieval import load_retrieval_set, score_all_dims
+
+    model_cfg = config.section(ModelConfig, params, "model")
+    import dataclasses
+
+    model = load_model(dataclasses.replace(model_cfg, name=str(model_dir), embedded_package=None))
+    rs = load_retrieval_set(ROOT / params["paths"]["prepared"] / "test.json")
+    scores = score_all_dims(model, rs, model_cfg.dims, config.section(EvalConfig, params, "eval"))
+    return {dim: round(values["cosine_ndcg@10"], 4) for dim, values in scores.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=float, default=None, help="override the profile's epochs")
+    parser.add_argument("--only", default=",".join(VARIANTS), help=f"comma list from {', '.join(VARIANTS)}")
+    args = parser.parse_args()
+    banner()
+    names = args.only.split(",")
+    unknown = set(names) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"error: unknown variant(s) {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    if not (ROOT / params["paths"]["pairs"] / "train.parquet").is_file():
+        raise SystemExit("error: no mined pairs; run `dvc repro mine` first")
+    epochs = args.epochs or params["epochs"]
+    print(
+        f"profile {params['train']['profile']}: batch {params['batch_size']}, loss {params['train']['loss']}, "
+        f"mini-batch {params['train']['mini_batch_size']}, {epochs} epoch(s), torch threads {os.cpu_count()}"
+    )
+
+    rows = []
+    for name in names:
+        route, overrides, flags = VARIANTS[name]
+        with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+            ws = workspace(Path(tmp), params, overrides, args.epochs)
+            env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "PYTHONPATH": str(ws)}
+            env.pop("DVC_ROOT", None)
+            if route == "stage":
+                cmd = [sys.executable, "-m", "stages.train"]
+                model_dir = ws / params["paths"]["model"]
+                metrics_file = ws / params["paths"]["train_metrics"]
+            else:
+                model_dir = Path(tmp) / "plain-model"
+                cmd = [sys.executable, str(BENCHMARKS / "plain_st_train.py"), "--out", str(model_dir), *flags]
+                if args.epochs:
+                    cmd += ["--epochs", str(args.epochs)]
+                metrics_file = model_dir / "train.json"
+            wall, peak, _ = run_measured(cmd, ws, env)
+            summary = json.loads(metrics_file.read_text())
+            ndcg = test_ndcg(model_dir, params)
+        row = {"variant": name, "wall_s": round(wall, 1), "peak_gib": round(peak, 2), **summary, "ndcg@10": ndcg}
+        rows.append(row)
+        print(
+            json.dumps(
+                {
+                    k: row[k]
+                    for k in (
+                        "variant",
+                        "wall_s",
+                        "train_seconds",
+                        "dev_eval_seconds",
+                        "pairs_per_second",
+                        "peak_gib",
+                        "ndcg@10",
+                    )
+                }
+            ),
+            flush=True,
+        )
+
+    print()
+    dims = list(rows[0]["ndcg@10"])
+    print(
+        f"{'variant':18} {'pairs/s':>8} {'vs stage':>9} {'train s':>8} {'wall s':>7} {'peak GiB':>9}  "
+        + " ".join(f"{d:>8}" for d in dims)
+    )
+    ref = next((r for r in rows if r["variant"] == "stage"), rows[0])
+    for r in rows:
+        print(
+            f"{r['variant']:18} {r['pairs_per_second']:8.2f} {r['pairs_per_second'] / ref['pairs_per_second']:8.2f}x "
+            f"{r['train_seconds']:8.1f} {r['wall_s']:7.1f} {r['peak_gib']:9.2f}  "
+            + " ".join(f"{r['ndcg@10'][d]:8.4f}" for d in dims)
+        )
+    plain = next((r for r in rows if r["variant"] == "plain"), None)
+    if plain and ref["variant"] == "stage":
+        overhead = plain["pairs_per_second"] / ref["pairs_per_second"] - 1
+        print(f"stage overhead vs plain script: {overhead:+.1%} time per pair (target <= 5%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -64,14 +64,23 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def resolve_precision(precision: str, cuda: bool, cuda_bf16: bool) -> str:
-    """The precision training really uses: auto is bf16 on a CUDA GPU that has it, fp32 otherwise.
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), where autocast pays off."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
-    bf16 on CPU is opt-in (-S train.precision=bf16): autocast on a CPU with AVX-512 BF16/AMX; see the
-    README's Performance section for what it buys and costs here. fp16 needs CUDA (it needs a loss scaler).
+
+def resolve_precision(precision: str, cuda: bool, cuda_bf16: bool, cpu_bf16: bool = False) -> str:
+    """The precision training really uses.
+
+    auto: bf16 mixed precision on a CUDA GPU that has bf16, and on a CPU with native bf16 (AVX-512 BF16 /
+    AMX: 1.6x the pairs per second of fp32 at the same test NDCG@10, README "Performance"); fp32 otherwise.
+    fp16 needs CUDA (it needs a loss scaler).
     """
     if precision == "auto":
-        return "bf16" if cuda and cuda_bf16 else "fp32"
+        return "bf16" if (cuda and cuda_bf16) or (not cuda and cpu_bf16) else "fp32"
     if precision == "fp16" and not cuda:
         raise PipelineError("train.precision=fp16 needs a CUDA GPU; use bf16 or fp32 on CPU (-S train.precision=bf16)")
     if precision == "bf16" and cuda and not cuda_bf16:
@@ -108,7 +117,9 @@ def training_args(cfg: TrainConfig, output_dir: Path, full_dim: int, has_dev: bo
     from sentence_transformers import SentenceTransformerTrainingArguments
 
     cuda = torch.cuda.is_available()
-    precision = resolve_precision(cfg.precision, cuda, cuda and torch.cuda.is_bf16_supported())
+    precision = resolve_precision(
+        cfg.precision, cuda, cuda and torch.cuda.is_bf16_supported(), not cuda and cpu_has_native_bf16()
+    )
     return SentenceTransformerTrainingArguments(
         bf16=precision == "bf16",
         fp16=precision == "fp16",

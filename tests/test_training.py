@@ -186,11 +186,13 @@ def test_dims_above_the_model_are_rejected_before_training(params):
         load_model(model_cfg)
 
 
-def test_precision_auto_is_bf16_on_a_bf16_gpu_and_fp32_on_cpu():
+def test_precision_auto_is_bf16_only_where_the_hardware_has_it():
     assert resolve_precision("auto", cuda=True, cuda_bf16=True) == "bf16"
     assert resolve_precision("auto", cuda=True, cuda_bf16=False) == "fp32"
-    assert resolve_precision("auto", cuda=False, cuda_bf16=False) == "fp32"
-    assert resolve_precision("bf16", cuda=False, cuda_bf16=False) == "bf16"  # opt-in CPU autocast
+    assert resolve_precision("auto", cuda=False, cuda_bf16=False, cpu_bf16=True) == "bf16"  # AVX-512 BF16 / AMX
+    assert resolve_precision("auto", cuda=False, cuda_bf16=False, cpu_bf16=False) == "fp32"
+    assert resolve_precision("bf16", cuda=False, cuda_bf16=False) == "bf16"  # asked for: emulated if need be
+    assert resolve_precision("fp32", cuda=True, cuda_bf16=True) == "fp32"
     with pytest.raises(PipelineError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16", cuda=False, cuda_bf16=False)
     with pytest.raises(PipelineError, match="this GPU has no bf16"):
@@ -198,7 +200,7 @@ def test_precision_auto_is_bf16_on_a_bf16_gpu_and_fp32_on_cpu():
 
 
 def test_cpu_training_args_never_carry_gpu_settings(tiny_cfg, tmp_path):
-    args = training_args(dataclasses.replace(tiny_cfg, precision="auto", tf32=True), tmp_path, 64, True, 8)
+    args = training_args(dataclasses.replace(tiny_cfg, precision="fp32", tf32=True), tmp_path, 64, True, 8)
     assert (args.bf16, args.fp16, args.tf32, args.use_cpu) == (False, False, None, True)
     assert args.ddp_backend is None and args.dataloader_drop_last is False  # one process: nothing dropped
     bf16 = training_args(dataclasses.replace(tiny_cfg, precision="bf16"), tmp_path, 64, True, 8)

@@ -44,6 +44,7 @@ def stage_workspace(root: Path, params: dict, train_epochs: float | None) -> Pat
     inputs = {"raw", "card"} | ({"model"} if train_epochs is None else set())
     for key, value in p["paths"].items():
         p["paths"][key] = str((ROOT / value).resolve()) if key in inputs else str(ws / value)
+    p["data"]["path"] = str((ROOT / p["data"]["path"]).resolve())
     if train_epochs is not None:
         p["epochs"] = train_epochs
     (ws / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))

@@ -136,6 +136,15 @@ def test_train_runs_as_two_ddp_processes_under_torchrun(clone, first_repro, tmp_
     assert sorted(r.info.run_name for r in runs if "mlflow.parentRunId" in r.data.tags) == ["evaluate", "train"]
 
 
+def test_eval_benchmark_runs_both_routes_and_they_agree(clone, first_repro):
+    """The README's evaluation benchmark, on the small config: the speed figure is printed, not asserted."""
+    out = run(["python", "-m", "benchmarks.eval_speed", "--repeats", "1"], clone).stdout
+    assert out.startswith("$ python -m benchmarks.eval_speed --repeats 1\n")
+    assert re.search(r"speed-up: [0-9.]+x for 5 dims", out)
+    worst = float(re.search(r"largest difference ([0-9.e+-]+)", out).group(1))
+    assert worst <= 1e-6
+
+
 def test_second_repro_runs_nothing(clone, first_repro):
     out = run(["dvc", "repro"], clone).stdout
     assert "Running stage" not in out

@@ -1,0 +1,89 @@
+"""How much of a change is noise: a paired bootstrap over the test queries of the NDCG@10 change.
+
+Scores the base model and the fine-tuned model (models/finetuned) on the prepared test set, query by
+query, at every Matryoshka dimension, and resamples the queries 10,000 times (seeded) for a 95% interval
+of the fine-tuned minus base NDCG@10. The per-query means are checked against sentence-transformers'
+own InformationRetrievalEvaluator values (to 1e-6) before anything is printed.
+
+    python -m benchmarks.change_ci                       # after `dvc repro`
+    python -m benchmarks.change_ci --model other/model --resamples 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import banner
+from stages import config
+from stages.config import EvalConfig, ModelConfig
+from stages.models import load_model
+from stages.retrieval import load_retrieval_set, make_evaluator, rank_corpus, score_all_dims
+
+K = 10
+
+
+def ndcg_per_query(model, evaluator, dims) -> dict[int, np.ndarray]:
+    """Binary-relevance NDCG@10 of every query at every dim (the evaluator's definition)."""
+    queries = model.encode_query(evaluator.queries, convert_to_tensor=True)
+    corpus = model.encode_document(evaluator.corpus, convert_to_tensor=True)
+    out = {}
+    for dim in dims:
+        hits = rank_corpus(queries, corpus, evaluator.corpus_ids, dim, K)
+        values = []
+        for qid, ranked in zip(evaluator.queries_ids, hits, strict=True):
+            relevant = evaluator.relevant_docs[qid]
+            dcg = sum(1 / math.log2(i + 2) for i, hit in enumerate(ranked) if hit["corpus_id"] in relevant)
+            ideal = sum(1 / math.log2(i + 2) for i in range(min(len(relevant), K)))
+            values.append(dcg / ideal)
+        out[dim] = np.array(values)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="fine-tuned model folder (default: paths.model)")
+    parser.add_argument("--resamples", type=int, default=10_000)
+    args = parser.parse_args()
+    banner()
+    params = config.load_params()
+    model_cfg = config.section(ModelConfig, params, "model")
+    eval_cfg = config.section(EvalConfig, params, "eval")
+    paths = config.section(config.PathsConfig, params, "paths")
+    rs = load_retrieval_set(Path(paths.prepared) / "test.json")
+    evaluator = make_evaluator(rs, eval_cfg)
+    finetuned_dir = args.model or paths.model
+    models = {
+        "base": load_model(model_cfg),
+        "finetuned": load_model(dataclasses.replace(model_cfg, name=finetuned_dir, embedded_package=None)),
+    }
+    scores = {}
+    for name, model in models.items():
+        scores[name] = ndcg_per_query(model, evaluator, model_cfg.dims)
+        stock = score_all_dims(model, rs, model_cfg.dims, eval_cfg)
+        for dim in model_cfg.dims:
+            expected = stock[f"dim_{dim}"][f"cosine_ndcg@{K}"]
+            if abs(scores[name][dim].mean() - expected) > 1e-6:
+                raise SystemExit(f"error: per-query NDCG@{K} of {name} at {dim} disagrees with the evaluator")
+
+    rng = np.random.default_rng(0)
+    n = len(evaluator.queries_ids)
+    samples = rng.integers(0, n, size=(args.resamples, n))
+    print(f"{n} test queries, {args.resamples} paired resamples; fine-tuned: {finetuned_dir}")
+    print(f"{'dim':>5} {'base':>7} {'tuned':>7} {'change':>8}  95% interval")
+    for dim in model_cfg.dims:
+        diff = scores["finetuned"][dim] - scores["base"][dim]
+        means = diff[samples].mean(axis=1)
+        low, high = np.percentile(means, [2.5, 97.5])
+        print(
+            f"{dim:>5} {scores['base'][dim].mean():7.4f} {scores['finetuned'][dim].mean():7.4f} "
+            f"{diff.mean():+8.4f}  [{low:+.4f}, {high:+.4f}]"
+        )
+
+
+if __name__ == "__main__":
+    main()

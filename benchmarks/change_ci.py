@@ -14,15 +14,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import banner
-from stages import config
-from stages.config import EvalConfig, ModelConfig
+from benchmarks.common import banner, eval_setup
 from stages.models import load_model
-from stages.retrieval import load_retrieval_set, make_evaluator, rank_corpus, score_all_dims
+from stages.retrieval import make_evaluator, rank_corpus, score_all_dims
 
 K = 10
 
@@ -50,11 +47,7 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=10_000)
     args = parser.parse_args()
     banner()
-    params = config.load_params()
-    model_cfg = config.section(ModelConfig, params, "model")
-    eval_cfg = config.section(EvalConfig, params, "eval")
-    paths = config.section(config.PathsConfig, params, "paths")
-    rs = load_retrieval_set(Path(paths.prepared) / "test.json")
+    model_cfg, eval_cfg, paths, rs = eval_setup()
     evaluator = make_evaluator(rs, eval_cfg)
     finetuned_dir = args.model or paths.model
     models = {

@@ -61,3 +61,15 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -
         raise SystemExit(f"{shlex.join(cmd)} failed ({result.returncode}):\n{tail}")
     peak_kib = int(result.stderr.rsplit("peak_kib=", 1)[1].split()[0])
     return seconds, peak_kib / 2**20, result.stdout
+
+
+def eval_setup(test_file: str | Path | None = None):
+    """(model config, eval config, paths, test retrieval set) of the checkout's params.yaml."""
+    from stages import config
+    from stages.config import EvalConfig, ModelConfig, PathsConfig
+    from stages.retrieval import load_retrieval_set
+
+    params = config.load_params()
+    paths = config.section(PathsConfig, params, "paths")
+    rs = load_retrieval_set(test_file or Path(paths.prepared) / "test.json")
+    return config.section(ModelConfig, params, "model"), config.section(EvalConfig, params, "eval"), paths, rs

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 
-from benchmarks.common import banner, median, timed
-from stages import config
-from stages.config import EvalConfig, ModelConfig
+from benchmarks.common import banner, eval_setup, median, timed
 from stages.models import load_model
-from stages.retrieval import load_retrieval_set, make_evaluator, score_all_dims
+from stages.retrieval import make_evaluator, score_all_dims
 
 TOLERANCE = 1e-6
 
@@ -43,11 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     banner()
 
-    params = config.load_params()
-    model_cfg = config.section(ModelConfig, params, "model")
-    eval_cfg = config.section(EvalConfig, params, "eval")
-    paths = config.section(config.PathsConfig, params, "paths")
-    rs = load_retrieval_set(args.data or Path(paths.prepared) / "test.json")
+    model_cfg, eval_cfg, _, rs = eval_setup(args.data)
     if args.model:
         model_cfg = dataclasses.replace(model_cfg, name=args.model, embedded_package=None)
     model = load_model(model_cfg)

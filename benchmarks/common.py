@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 
 def banner(argv: list[str] | None = None) -> None:
@@ -73,3 +77,21 @@ def eval_setup(test_file: str | Path | None = None):
     paths = config.section(PathsConfig, params, "paths")
     rs = load_retrieval_set(test_file or Path(paths.prepared) / "test.json")
     return config.section(ModelConfig, params, "model"), config.section(EvalConfig, params, "eval"), paths, rs
+
+
+def isolated_stage_run(tmp: Path, root: Path, params: dict, inputs: set[str]) -> tuple[Path, dict[str, str]]:
+    """A folder `tmp`/ws holding root's stages/ and a params.yaml writing every path there except `inputs`
+    (and data.path), which stay root's; and an environment sending MLflow to a throw-away store in `tmp`.
+
+    So a benchmark runs the real stage code on the checkout's data without touching its outputs.
+    """
+    ws = tmp / "ws"
+    shutil.copytree(root / "stages", ws / "stages")
+    p = json.loads(json.dumps(params))
+    for key, value in p["paths"].items():
+        p["paths"][key] = str((root / value).resolve()) if key in inputs else str(ws / value)
+    p["data"]["path"] = str((root / p["data"]["path"]).resolve())
+    (ws / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "PYTHONPATH": str(ws)}
+    env.pop("DVC_ROOT", None)
+    return ws, env

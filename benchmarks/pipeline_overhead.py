@@ -11,16 +11,13 @@ must be up to date (`dvc repro` first).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
-from benchmarks.common import banner, median, run_measured
+from benchmarks.common import banner, isolated_stage_run, median, run_measured
 
 ROOT = Path.cwd()  # the checkout the benchmark runs in (its params.yaml, data and stages/)
 
@@ -37,20 +34,6 @@ def noop_repro(repeats: int) -> list[float]:
     return times
 
 
-def stage_workspace(root: Path, params: dict, train_epochs: float | None) -> Path:
-    ws = root / "ws"
-    shutil.copytree(ROOT / "stages", ws / "stages")
-    p = json.loads(json.dumps(params))
-    inputs = {"raw", "card"} | ({"model"} if train_epochs is None else set())
-    for key, value in p["paths"].items():
-        p["paths"][key] = str((ROOT / value).resolve()) if key in inputs else str(ws / value)
-    p["data"]["path"] = str((ROOT / p["data"]["path"]).resolve())
-    if train_epochs is not None:
-        p["epochs"] = train_epochs
-    (ws / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    return ws
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5, help="no-op `dvc repro` runs (median reported)")
@@ -65,12 +48,14 @@ def main() -> None:
     )
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    if args.train_epochs is not None:
+        params["epochs"] = args.train_epochs
+    # inputs from this checkout: the raw data, the card, and the trained model when train does not run
+    inputs = {"raw", "card"} | ({"model"} if args.train_epochs is None else set())
     stages = [s for s in STAGES if s != "train" or args.train_epochs is not None]
     print(f"{'stage':10} {'seconds':>8} {'peak GiB':>9}")
     with tempfile.TemporaryDirectory(prefix="bench-stages-") as tmp:
-        ws = stage_workspace(Path(tmp), params, args.train_epochs)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "PYTHONPATH": str(ws)}
-        env.pop("DVC_ROOT", None)
+        ws, env = isolated_stage_run(Path(tmp), ROOT, params, inputs)
         for stage in stages:
             seconds, peak, _ = run_measured([sys.executable, "-m", f"stages.{stage}"], ws, env)
             print(f"{stage:10} {seconds:8.1f} {peak:9.2f}", flush=True)

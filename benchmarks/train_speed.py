@@ -15,19 +15,23 @@ Needs `dvc repro mine` (prepared data and mined pairs) first.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
-from benchmarks.common import banner, run_measured
+from benchmarks.common import banner, eval_setup, isolated_stage_run, run_measured
+from stages.models import load_model
+from stages.retrieval import score_all_dims
 
 ROOT = Path.cwd()  # the checkout the benchmark runs in (its params.yaml, data and stages/)
 BENCHMARKS = Path(__file__).resolve().parent
+
+TRAIN_INPUTS = {"prepared", "pairs"}  # read from this checkout; the model, metrics and checkpoints go to a temp folder
 
 # name -> (route, params overrides of the `train` section, plain-script flags)
 VARIANTS = {
@@ -39,34 +43,11 @@ VARIANTS = {
 }
 
 
-def workspace(root: Path, params: dict, train_overrides: dict, epochs: float | None) -> Path:
-    """A folder with stages/ and a params.yaml whose inputs are this repo's data and outputs are local."""
-    ws = root / "ws"
-    shutil.copytree(ROOT / "stages", ws / "stages")
-    p = json.loads(json.dumps(params))
-    p["train"].update(train_overrides)
-    if epochs:
-        p["epochs"] = epochs
-    for key in ("prepared", "pairs"):
-        p["paths"][key] = str((ROOT / p["paths"][key]).resolve())
-    for key in ("model", "train_metrics", "checkpoints"):
-        p["paths"][key] = str(ws / p["paths"][key])
-    (ws / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    return ws
-
-
-def test_ndcg(model_dir: Path, params: dict) -> dict[str, float]:
-    from stages import config
-    from stages.config import EvalConfig, ModelConfig
-    from stages.models import load_model
-    from stages.retrieval import load_retrieval_set, score_all_dims
-
-    model_cfg = config.section(ModelConfig, params, "model")
-    import dataclasses
-
+def test_ndcg(model_dir: Path) -> dict[str, float]:
+    """Test NDCG@10 at every dim of a saved model, scored like the evaluate stage."""
+    model_cfg, eval_cfg, _, rs = eval_setup()
     model = load_model(dataclasses.replace(model_cfg, name=str(model_dir), embedded_package=None))
-    rs = load_retrieval_set(ROOT / params["paths"]["prepared"] / "test.json")
-    scores = score_all_dims(model, rs, model_cfg.dims, config.section(EvalConfig, params, "eval"))
+    scores = score_all_dims(model, rs, model_cfg.dims, eval_cfg)
     return {dim: round(values["cosine_ndcg@10"], 4) for dim, values in scores.items()}
 
 
@@ -92,10 +73,12 @@ def main() -> None:
     rows = []
     for name in names:
         route, overrides, flags = VARIANTS[name]
+        variant_params = json.loads(json.dumps(params))
+        variant_params["train"].update(overrides)
+        if args.epochs:
+            variant_params["epochs"] = args.epochs
         with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
-            ws = workspace(Path(tmp), params, overrides, args.epochs)
-            env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "PYTHONPATH": str(ws)}
-            env.pop("DVC_ROOT", None)
+            ws, env = isolated_stage_run(Path(tmp), ROOT, variant_params, TRAIN_INPUTS)
             if route == "stage":
                 cmd = [sys.executable, "-m", "stages.train"]
                 model_dir = ws / params["paths"]["model"]
@@ -108,7 +91,7 @@ def main() -> None:
                 metrics_file = model_dir / "train.json"
             wall, peak, _ = run_measured(cmd, ws, env)
             summary = json.loads(metrics_file.read_text())
-            ndcg = test_ndcg(model_dir, params)
+            ndcg = test_ndcg(model_dir)
         row = {"variant": name, "wall_s": round(wall, 1), "peak_gib": round(peak, 2), **summary, "ndcg@10": ndcg}
         rows.append(row)
         print(

@@ -184,6 +184,7 @@ def seed(params: dict[str, Any]) -> int:
 LOSSES = ("mnrl", "cached_mnrl")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DIRECTIONS = ("query_to_doc", "doc_to_query", "query_to_query", "doc_to_doc")
+HARDNESS_MODES = ("in_batch_negatives", "hard_negatives", "all_negatives")
 BATCH_SAMPLERS = ("no_duplicates", "batch_sampler")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 # Top-level sweep knobs (dvc exp run -S lr=3e-5) that the training stage reads beside params.train.
@@ -206,6 +207,9 @@ class TrainConfig:
     logging_steps: int
     matryoshka_weights: tuple[float, ...] | None
     directions: tuple[str, ...]
+    scale: float
+    hardness_mode: str | None
+    hardness_strength: float
     precision: str
     tf32: bool
     nproc: int
@@ -229,6 +233,12 @@ class TrainConfig:
                 self.precision in PRECISIONS,
                 f"train.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
             ),
+            (self.scale > 0, f"train.scale must be > 0, got {self.scale}"),
+            (
+                self.hardness_mode is None or self.hardness_mode in HARDNESS_MODES,
+                f"train.hardness_mode must be null or one of {', '.join(HARDNESS_MODES)}, got {self.hardness_mode!r}",
+            ),
+            (self.hardness_strength >= 0, f"train.hardness_strength must be >= 0, got {self.hardness_strength}"),
             (self.nproc >= 1, f"train.nproc must be >= 1, got {self.nproc}"),
             (
                 bool(self.directions) and "query_to_doc" in self.directions and set(self.directions) <= set(DIRECTIONS),

@@ -100,13 +100,17 @@ def build_loss(model, cfg: TrainConfig, dims: tuple[int, ...]):
         MultipleNegativesRankingLoss,
     )
 
-    gather = world_size() > 1
+    common = {
+        "scale": cfg.scale,
+        "directions": cfg.directions,
+        "hardness_mode": cfg.hardness_mode,
+        "hardness_strength": cfg.hardness_strength,
+        "gather_across_devices": world_size() > 1,
+    }
     if cfg.loss == "cached_mnrl":
-        inner = CachedMultipleNegativesRankingLoss(
-            model, mini_batch_size=cfg.mini_batch_size, directions=cfg.directions, gather_across_devices=gather
-        )
+        inner = CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg.mini_batch_size, **common)
     else:
-        inner = MultipleNegativesRankingLoss(model, directions=cfg.directions, gather_across_devices=gather)
+        inner = MultipleNegativesRankingLoss(model, **common)
     weights = list(cfg.matryoshka_weights) if cfg.matryoshka_weights else None
     if weights is not None and len(weights) != len(dims):
         raise PipelineError(f"train.matryoshka_weights has {len(weights)} values for {len(dims)} dims {list(dims)}")

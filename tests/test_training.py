@@ -71,6 +71,9 @@ def test_card_profile_is_the_cards_recipe(tmp_path):
         ({"train": {"nproc": 0}}, "train.nproc must be >= 1"),
         ({"train": {"directions": ["doc_to_query"]}}, "train.directions must include query_to_doc"),
         ({"train": {"directions": ["query_to_doc", "doc_to_passage"]}}, "train.directions must include"),
+        ({"train": {"scale": 0}}, "train.scale must be > 0"),
+        ({"train": {"hardness_mode": "hardest"}}, "train.hardness_mode must be null or one of"),
+        ({"train": {"hardness_strength": -1}}, "train.hardness_strength must be >= 0"),
     ],
 )
 def test_bad_training_params_fail_before_training(params, override, message):
@@ -213,11 +216,13 @@ def test_steps_under_ddp_count_one_batch_per_process_and_drop_the_rest(tiny_cfg)
     assert optimizer_steps(78, cfg, processes=2) == 4  # 78 // 16: equal batches on both processes
 
 
-def test_loss_directions_reach_the_ranking_loss(tiny_model, tiny_cfg):
+def test_loss_settings_reach_the_ranking_loss(tiny_model, tiny_cfg):
     both = ("query_to_doc", "doc_to_query")
+    settings = {"directions": both, "scale": 30.0, "hardness_mode": "in_batch_negatives", "hardness_strength": 9.0}
     for kind in ("mnrl", "cached_mnrl"):
-        loss = build_loss(tiny_model, dataclasses.replace(tiny_cfg, loss=kind, directions=both), (64, 32))
+        loss = build_loss(tiny_model, dataclasses.replace(tiny_cfg, loss=kind, **settings), (64, 32))
         assert tuple(loss.loss.directions) == both
+        assert (loss.loss.scale, loss.loss.hardness_mode, loss.loss.hardness_strength) == (30.0, "in_batch_negatives", 9.0)
 
 
 def test_bf16_autocast_trains_on_cpu_and_keeps_fp32_weights(tiny_model_dir, tiny_cfg, dev_set, params, tmp_path):

@@ -222,7 +222,8 @@ def test_loss_settings_reach_the_ranking_loss(tiny_model, tiny_cfg):
     for kind in ("mnrl", "cached_mnrl"):
         loss = build_loss(tiny_model, dataclasses.replace(tiny_cfg, loss=kind, **settings), (64, 32))
         assert tuple(loss.loss.directions) == both
-        assert (loss.loss.scale, loss.loss.hardness_mode, loss.loss.hardness_strength) == (30.0, "in_batch_negatives", 9.0)
+        inner = loss.loss
+        assert (inner.scale, inner.hardness_mode, inner.hardness_strength) == (30.0, "in_batch_negatives", 9.0)
 
 
 def test_bf16_autocast_trains_on_cpu_and_keeps_fp32_weights(tiny_model_dir, tiny_cfg, dev_set, params, tmp_path):

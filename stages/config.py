@@ -210,6 +210,7 @@ class TrainConfig:
     scale: float
     hardness_mode: str | None
     hardness_strength: float
+    passage_pairs: bool
     precision: str
     tf32: bool
     nproc: int

@@ -34,6 +34,7 @@ from stages.training import (
     is_main_process,
     latest_checkpoint,
     optimizer_steps,
+    passage_pairs,
     training_args,
     world_size,
 )
@@ -64,6 +65,10 @@ def main() -> None:
 
     train_file = require_input(Path(paths.pairs) / "train.parquet", "mine")
     pairs, dropped = check_train_pairs(pd.read_parquet(train_file), cfg)
+    datasets = {"claims": pairs}
+    if cfg.passage_pairs:
+        prepared = pd.read_parquet(require_input(Path(paths.prepared) / "train.parquet", "prepare"))
+        datasets["passages"] = passage_pairs(prepared, cfg.seed)
     dev = load_retrieval_set(Path(paths.prepared) / "dev.json", allow_empty=True)
     model = load_model(model_cfg)
     model.model_card_data.base_model = model_cfg.name
@@ -71,10 +76,12 @@ def main() -> None:
     stage_params = {"train": dataclasses.asdict(cfg), "model": params["model"]}
     checkpoints = Path(paths.checkpoints) / checkpoint_key(stage_params, train_file)
     resume = latest_checkpoint(checkpoints)
-    steps = optimizer_steps(len(pairs), cfg, world_size())
+    steps = optimizer_steps([len(d) for d in datasets.values()], cfg, world_size())
     if main_process:
         print(
-            f"training on {len(pairs)} pairs ({dropped} duplicates dropped), {steps} optimizer steps"
+            f"training on {len(pairs)} pairs ({dropped} duplicates dropped)"
+            + (f" and {len(datasets['passages'])} passage pairs" if cfg.passage_pairs else "")
+            + f", {steps} optimizer steps"
             + (f" over {world_size()} processes" if world_size() > 1 else "")
             + (f", resuming from {resume}" if resume else "")
         )
@@ -83,7 +90,11 @@ def main() -> None:
         trainer = SentenceTransformerTrainer(
             model=model,
             args=training_args(cfg, checkpoints, model_cfg.dims[0], dev is not None, eval_cfg.batch_size),
-            train_dataset=Dataset.from_pandas(pairs, preserve_index=False),
+            train_dataset=(
+                {name: Dataset.from_pandas(d, preserve_index=False) for name, d in datasets.items()}
+                if len(datasets) > 1
+                else Dataset.from_pandas(pairs, preserve_index=False)
+            ),
             loss=build_loss(model, cfg, model_cfg.dims),
             evaluator=MatryoshkaRetrievalEvaluator(dev, model_cfg.dims, eval_cfg) if dev else None,
             callbacks=[MlflowLogCallback(run)] if run else [],
@@ -98,6 +109,7 @@ def main() -> None:
         eval_seconds = sum(e.get("eval_runtime", 0.0) for e in trainer.state.log_history)
         summary = {
             "train_pairs": len(pairs),
+            "passage_pairs": len(datasets.get("passages", [])),
             "duplicate_pairs_dropped": dropped,
             "processes": world_size(),
             "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
@@ -106,7 +118,7 @@ def main() -> None:
             "train_seconds": round(seconds, 1),
             "dev_eval_seconds": round(eval_seconds, 1),
             # training only (the per-epoch dev evaluation excluded), all processes together
-            "pairs_per_second": round(len(pairs) * cfg.epochs / (seconds - eval_seconds), 2),
+            "pairs_per_second": round(sum(map(len, datasets.values())) * cfg.epochs / (seconds - eval_seconds), 2),
             "best_dev_ndcg@10": trainer.state.best_metric,
             "dev_ndcg@10_by_epoch": history,
         }

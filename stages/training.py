@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
@@ -44,13 +45,31 @@ def check_train_pairs(pairs: pd.DataFrame, cfg: TrainConfig) -> tuple[pd.DataFra
     return deduped, dropped
 
 
-def optimizer_steps(n_pairs: int, cfg: TrainConfig, processes: int = 1) -> int:
+def passage_pairs(prepared: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """One (passage, other passage of the same abstract) row per training document with two or more passages.
+
+    The test counts every passage of a claim's abstract as relevant; these rows pull an abstract's passages
+    together. One row per document, so no batch holds two passages of one abstract as each other's negatives.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _, group in prepared.groupby("doc_id", sort=True):
+        texts = list(dict.fromkeys(group["positive"]))
+        if len(texts) >= 2:
+            i, j = rng.choice(len(texts), size=2, replace=False)
+            rows.append((texts[i], texts[j]))
+    return pd.DataFrame(rows, columns=["anchor", "positive"])
+
+
+def optimizer_steps(n_pairs: int | list[int], cfg: TrainConfig, processes: int = 1) -> int:
     """Optimizer steps the trainer will take (batches per epoch / accumulation x epochs).
 
-    Under DDP a step takes `processes` batches, one per process, and the last incomplete one is dropped.
+    Several data sets (a list of sizes) are batched separately, each batch from one of them. Under DDP a step
+    takes `processes` batches, one per process, and the last incomplete one is dropped.
     """
     per_step = cfg.batch_size * processes
-    batches = n_pairs // per_step if processes > 1 else math.ceil(n_pairs / per_step)
+    sizes = n_pairs if isinstance(n_pairs, list) else [n_pairs]
+    batches = sum(n // per_step if processes > 1 else math.ceil(n / per_step) for n in sizes)
     return math.ceil(cfg.epochs * math.ceil(batches / cfg.grad_accum))
 
 

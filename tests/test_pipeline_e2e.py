@@ -136,6 +136,35 @@ def test_train_runs_as_two_ddp_processes_under_torchrun(clone, first_repro, tmp_
     assert sorted(r.info.run_name for r in runs if "mlflow.parentRunId" in r.data.tags) == ["evaluate", "train"]
 
 
+def test_passage_pairs_train_as_a_second_data_set(clone, first_repro, tmp_path):
+    """-S train.passage_pairs=true: one (passage, passage) row per training abstract, batched on its own."""
+    import pandas as pd
+
+    from stages.config import train_config
+    from stages.training import optimizer_steps, passage_pairs
+
+    work = tmp_path / "passages"
+    shutil.copytree(clone, work, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts"))
+    params_file = work / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["train"]["passage_pairs"] = True
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.rmtree(work / "models/finetuned")
+    out = run(["python", "-m", "stages.train"], work, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    train = json.loads((work / "metrics/train.json").read_text())
+    expected = passage_pairs(pd.read_parquet(work / "data/prepared/train.parquet"), params["seed"])
+    assert train["passage_pairs"] == len(expected) > 0
+    assert f"and {len(expected)} passage pairs" in out.stdout
+    sizes = [train["train_pairs"], train["passage_pairs"]]
+    assert (
+        train["optimizer_steps"]
+        == optimizer_steps(sizes, train_config(params))
+        > optimizer_steps(sizes[0], train_config(params))
+    )
+    assert (work / "models/finetuned/model.safetensors").is_file()
+
+
 def test_eval_benchmark_runs_both_routes_and_they_agree(clone, first_repro):
     """The README's evaluation benchmark, on the small config: the speed figure is printed, not asserted."""
     out = run(["python", "-m", "benchmarks.eval_speed", "--repeats", "1"], clone).stdout

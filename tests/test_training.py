@@ -20,6 +20,7 @@ from stages.training import (
     dev_history,
     latest_checkpoint,
     optimizer_steps,
+    passage_pairs,
     resolve_precision,
     training_args,
 )
@@ -214,6 +215,26 @@ def test_steps_under_ddp_count_one_batch_per_process_and_drop_the_rest(tiny_cfg)
     cfg = dataclasses.replace(tiny_cfg, batch_size=8, grad_accum=1, epochs=1)
     assert optimizer_steps(78, cfg) == 10  # ceil(78 / 8): the last short batch is kept
     assert optimizer_steps(78, cfg, processes=2) == 4  # 78 // 16: equal batches on both processes
+
+
+def test_passage_pairs_take_one_pair_of_distinct_passages_per_abstract():
+    prepared = pd.DataFrame(
+        {
+            "doc_id": ["a", "a", "a", "b", "c", "c", "c"],
+            "anchor": ["qa", "qa", "qa", "qb", "qc", "qc", "qc"],
+            "positive": ["a1", "a2", "a3", "b1", "c1", "c1", "c2"],
+        }
+    )
+    rows = passage_pairs(prepared, seed=42)
+    assert len(rows) == 2  # b has one passage; c's repeated passage counts once
+    for anchor, positive in zip(rows["anchor"], rows["positive"], strict=True):
+        assert anchor != positive and anchor[0] == positive[0]
+    assert rows.equals(passage_pairs(prepared, seed=42))
+
+
+def test_steps_count_the_batches_of_every_data_set(tiny_cfg):
+    cfg = dataclasses.replace(tiny_cfg, batch_size=8, grad_accum=1, epochs=2)
+    assert optimizer_steps([78, 20], cfg) == 2 * (10 + 3)  # each data set batched on its own
 
 
 def test_loss_settings_reach_the_ranking_loss(tiny_model, tiny_cfg):

@@ -211,6 +211,7 @@ class TrainConfig:
     hardness_mode: str | None
     hardness_strength: float
     passage_pairs: bool
+    pca_rotation: bool
     precision: str
     tf32: bool
     nproc: int

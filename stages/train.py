@@ -27,6 +27,7 @@ from stages.retrieval import load_retrieval_set
 from stages.training import (
     MatryoshkaRetrievalEvaluator,
     MlflowLogCallback,
+    add_pca_rotation,
     build_loss,
     check_train_pairs,
     checkpoint_key,
@@ -72,6 +73,13 @@ def main() -> None:
     dev = load_retrieval_set(Path(paths.prepared) / "dev.json", allow_empty=True)
     model = load_model(model_cfg)
     model.model_card_data.base_model = model_cfg.name
+    rotation = {}
+    if cfg.pca_rotation:  # from the training split only; deterministic, so a resumed run rebuilds the same layer
+        prepared = pd.read_parquet(require_input(Path(paths.prepared) / "train.parquet", "prepare"))
+        texts = list(dict.fromkeys([*prepared["anchor"], *prepared["positive"]]))
+        rotation = add_pca_rotation(model, texts, model_cfg.dims, eval_cfg.batch_size)
+        if main_process:
+            print(f"PCA rotation from {len(texts)} training texts, variance kept: {rotation}")
 
     stage_params = {"train": dataclasses.asdict(cfg), "model": params["model"]}
     checkpoints = Path(paths.checkpoints) / checkpoint_key(stage_params, train_file)
@@ -110,6 +118,7 @@ def main() -> None:
         summary = {
             "train_pairs": len(pairs),
             "passage_pairs": len(datasets.get("passages", [])),
+            **rotation,
             "duplicate_pairs_dropped": dropped,
             "processes": world_size(),
             "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",

@@ -61,6 +61,29 @@ def passage_pairs(prepared: pd.DataFrame, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["anchor", "positive"])
 
 
+def add_pca_rotation(model, texts: list[str], dims: tuple[int, ...], batch_size: int) -> dict[str, float]:
+    """Append an orthogonal linear layer whose rows are the principal axes of the model's embeddings of `texts`.
+
+    A rotation leaves every full-dimension cosine similarity unchanged, so training starts from exactly the
+    base model's full-dimension ranking, while truncating to the first d components now keeps the d directions
+    of largest variance instead of d arbitrary coordinates (the dimensionality-reduction recipe of the
+    sentence-transformers examples, without the reduction). Fine-tuning then trains the layer with the rest.
+    Returns the share of the variance the first d components hold, for every Matryoshka dim.
+    """
+    from sentence_transformers.base.modules import Dense
+
+    emb = model.encode(texts, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True)
+    emb = emb.double().cpu()
+    centered = emb - emb.mean(dim=0)
+    values, vectors = torch.linalg.eigh(centered.T @ centered)
+    order = torch.argsort(values, descending=True)
+    rotation = vectors[:, order].T.contiguous().float()
+    width = emb.shape[1]
+    model.append(Dense(width, width, bias=False, activation_function=None, init_weight=rotation))
+    share = values[order].clamp(min=0).cumsum(0) / values.clamp(min=0).sum()
+    return {f"pca_variance_dim_{d}": round(float(share[d - 1]), 4) for d in dims}
+
+
 def optimizer_steps(n_pairs: int | list[int], cfg: TrainConfig, processes: int = 1) -> int:
     """Optimizer steps the trainer will take (batches per epoch / accumulation x epochs).
 

@@ -14,6 +14,7 @@ from stages.errors import PipelineError
 from stages.retrieval import RetrievalSet
 from stages.training import (
     MatryoshkaRetrievalEvaluator,
+    add_pca_rotation,
     build_loss,
     check_train_pairs,
     checkpoint_key,
@@ -230,6 +231,23 @@ def test_passage_pairs_take_one_pair_of_distinct_passages_per_abstract():
     for anchor, positive in zip(rows["anchor"], rows["positive"], strict=True):
         assert anchor != positive and anchor[0] == positive[0]
     assert rows.equals(passage_pairs(prepared, seed=42))
+
+
+def test_pca_rotation_keeps_full_dim_scores_and_orders_components_by_variance(tiny_model):
+    import torch
+
+    texts = [text for pair in PAIRS for text in pair]
+    kwargs = {"convert_to_tensor": True, "normalize_embeddings": True}
+    before = tiny_model.encode(texts, **kwargs)
+    share = add_pca_rotation(tiny_model, texts, (64, 32, 8), batch_size=16)
+    after = tiny_model.encode(texts, **kwargs)
+    assert torch.allclose(before @ before.T, after @ after.T, atol=1e-5)  # a rotation: same full-dim cosines
+    assert not torch.allclose(before[:, :8], after[:, :8])
+    variance = (after - after.mean(dim=0)).var(dim=0)
+    assert torch.all(variance[:-1] >= variance[1:] - 1e-6)  # largest-variance directions first
+    assert share["pca_variance_dim_64"] == pytest.approx(1.0) and 0 < share["pca_variance_dim_8"] < 1
+    truncated = (after[:, :8] - after[:, :8].mean(dim=0)).var(dim=0).sum()
+    assert truncated > (before[:, :8] - before[:, :8].mean(dim=0)).var(dim=0).sum()
 
 
 def test_steps_count_the_batches_of_every_data_set(tiny_cfg):

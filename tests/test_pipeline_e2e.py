@@ -174,6 +174,15 @@ def test_eval_benchmark_runs_both_routes_and_they_agree(clone, first_repro):
     assert worst <= 1e-6
 
 
+def test_rotation_benchmark_keeps_the_full_dimension(clone, first_repro):
+    """The rotation alone: full dimension unchanged (the script checks it), one table row per dim."""
+    out = run(["python", "-m", "benchmarks.rotation_only"], clone).stdout
+    rows = re.findall(r"^\| (\d+) \| ([0-9.]+) \| ([0-9.]+) \| ([+-][0-9.]+) \| ([0-9.]+) \|$", out, re.M)
+    assert [int(r[0]) for r in rows] == [384, 256, 128, 64, 32]
+    assert abs(float(rows[0][1]) - float(rows[0][2])) <= 1e-4 and float(rows[0][4]) == 1.0
+    assert all(0 < float(r[4]) <= 1 for r in rows)
+
+
 def test_second_repro_runs_nothing(clone, first_repro):
     out = run(["dvc", "repro"], clone).stdout
     assert "Running stage" not in out

@@ -38,6 +38,10 @@ def main() -> None:
     with open(args.params, encoding="utf-8") as f:
         p = yaml.safe_load(f)
     t, m, paths = p["train"], p["model"], p["paths"]
+    if t.get("pca_rotation") or t.get("passage_pairs"):
+        raise SystemExit(
+            "error: this script trains plain pairs from the base model; set pca_rotation and passage_pairs false"
+        )
     epochs = args.epochs or p["epochs"]
     dims = m["dims"]
 
@@ -62,11 +66,13 @@ def main() -> None:
     )
 
     directions = tuple(t["directions"])
+    common = {"directions": directions, "scale": t["scale"], "hardness_mode": t["hardness_mode"]}
+    common["hardness_strength"] = t["hardness_strength"]
     if t["loss"] == "cached_mnrl":
         mini = args.mini_batch_size or t["mini_batch_size"]
-        inner = CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini, directions=directions)
+        inner = CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini, **common)
     else:
-        inner = MultipleNegativesRankingLoss(model, directions=directions)
+        inner = MultipleNegativesRankingLoss(model, **common)
     loss = MatryoshkaLoss(model, inner, matryoshka_dims=dims, matryoshka_weights=t["matryoshka_weights"])
 
     targs = SentenceTransformerTrainingArguments(

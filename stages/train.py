@@ -77,7 +77,9 @@ def main() -> None:
     if cfg.pca_rotation:  # from the training split only; deterministic, so a resumed run rebuilds the same layer
         prepared = pd.read_parquet(require_input(Path(paths.prepared) / "train.parquet", "prepare"))
         texts = list(dict.fromkeys([*prepared["anchor"], *prepared["positive"]]))
+        fit_start = time.perf_counter()
         rotation = add_pca_rotation(model, texts, model_cfg.dims, eval_cfg.batch_size)
+        rotation["pca_seconds"] = round(time.perf_counter() - fit_start, 1)
         if main_process:
             print(f"PCA rotation from {len(texts)} training texts, variance kept: {rotation}")
 

@@ -242,6 +242,10 @@ def test_pca_rotation_keeps_full_dim_scores_and_orders_components_by_variance(ti
     share = add_pca_rotation(tiny_model, texts, (64, 32, 8), batch_size=16)
     after = tiny_model.encode(texts, **kwargs)
     assert torch.allclose(before @ before.T, after @ after.T, atol=1e-5)  # a rotation: same full-dim cosines
+    with torch.no_grad():  # as after training, the layer is no longer orthogonal: outputs stay unit length
+        tiny_model[-2].linear.weight.mul_(torch.linspace(0.5, 2.0, 64))
+    raw = tiny_model.encode(texts, convert_to_tensor=True)
+    assert torch.allclose(raw.norm(dim=1), torch.ones(len(texts)), atol=1e-5)
     assert not torch.allclose(before[:, :8], after[:, :8])
     variance = (after - after.mean(dim=0)).var(dim=0)
     assert torch.all(variance[:-1] >= variance[1:] - 1e-6)  # largest-variance directions first

@@ -1,5 +1,8 @@
 """Stage `train`: fine-tune the base model with MatryoshkaLoss over (Cached)MNRL on the prepared pairs.
 
+With train.pca_rotation the base model first gets an orthogonal PCA layer fitted on the training split
+(training.add_pca_rotation); with train.passage_pairs a second data set of same-abstract passage pairs.
+
 Evaluates on the dev split at every dimension after each epoch, keeps the best checkpoint by the full
 dimension's dev NDCG@10, and saves the model with the model card sentence-transformers generates.
 An interrupted run resumes from its last checkpoint when rerun with the same params and data.

@@ -16,7 +16,7 @@ import pandas as pd
 from benchmarks.common import banner, eval_setup
 from stages.models import load_model
 from stages.retrieval import score_all_dims
-from stages.training import add_pca_rotation
+from stages.training import add_pca_rotation, training_texts
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     model_cfg, eval_cfg, paths, rs = eval_setup()
     dims = model_cfg.dims
     prepared = pd.read_parquet(Path(paths.prepared) / "train.parquet")
-    texts = list(dict.fromkeys([*prepared["anchor"], *prepared["positive"]]))
+    texts = training_texts(prepared)
 
     base = score_all_dims(load_model(model_cfg), rs, dims, eval_cfg)
     rotated_model = load_model(model_cfg)

@@ -40,6 +40,7 @@ from stages.training import (
     optimizer_steps,
     passage_pairs,
     training_args,
+    training_texts,
     world_size,
 )
 
@@ -69,17 +70,18 @@ def main() -> None:
 
     train_file = require_input(Path(paths.pairs) / "train.parquet", "mine")
     pairs, dropped = check_train_pairs(pd.read_parquet(train_file), cfg)
+    prepared = None  # the prepare stage's (doc_id, anchor, positive) pairs, read only when an option needs them
+    if cfg.passage_pairs or cfg.pca_rotation:
+        prepared = pd.read_parquet(require_input(Path(paths.prepared) / "train.parquet", "prepare"))
     datasets = {"claims": pairs}
     if cfg.passage_pairs:
-        prepared = pd.read_parquet(require_input(Path(paths.prepared) / "train.parquet", "prepare"))
         datasets["passages"] = passage_pairs(prepared, cfg.seed)
     dev = load_retrieval_set(Path(paths.prepared) / "dev.json", allow_empty=True)
     model = load_model(model_cfg)
     model.model_card_data.base_model = model_cfg.name
     rotation = {}
     if cfg.pca_rotation:  # from the training split only; deterministic, so a resumed run rebuilds the same layer
-        prepared = pd.read_parquet(require_input(Path(paths.prepared) / "train.parquet", "prepare"))
-        texts = list(dict.fromkeys([*prepared["anchor"], *prepared["positive"]]))
+        texts = training_texts(prepared)
         fit_start = time.perf_counter()
         rotation = add_pca_rotation(model, texts, model_cfg.dims, eval_cfg.batch_size)
         rotation["pca_seconds"] = round(time.perf_counter() - fit_start, 1)

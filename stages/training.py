@@ -61,6 +61,11 @@ def passage_pairs(prepared: pd.DataFrame, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["anchor", "positive"])
 
 
+def training_texts(prepared: pd.DataFrame) -> list[str]:
+    """The training split's distinct claims and passages, in first-seen order: what the PCA rotation is fitted on."""
+    return list(dict.fromkeys([*prepared["anchor"], *prepared["positive"]]))
+
+
 def add_pca_rotation(model, texts: list[str], dims: tuple[int, ...], batch_size: int) -> dict[str, float]:
     """Append an orthogonal linear layer whose rows are the principal axes of the model's embeddings of `texts`.
 

@@ -20,11 +20,11 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 
 if [ $# -ge 1 ]; then
-  .venv/bin/python -m stages.fetch_raw --from "$1"
+  .venv/bin/python -m commands.fetch_raw --from "$1"
 else
-  .venv/bin/python -m stages.fetch_raw
+  .venv/bin/python -m commands.fetch_raw
 fi
 if git rev-parse --verify -q HEAD >/dev/null; then
-  .venv/bin/python -m stages.card
+  .venv/bin/python -m commands.card
 fi
 echo "ready: source .venv/bin/activate && dvc repro"

@@ -18,8 +18,8 @@ import math
 import numpy as np
 
 from benchmarks.common import banner, eval_setup
-from stages.models import load_model
-from stages.retrieval import make_evaluator, rank_corpus, score_all_dims
+from medical_matryoshka.models import load_model
+from medical_matryoshka.retrieval.scoring import make_evaluator, rank_corpus, score_all_dims
 
 K = 10
 

@@ -69,24 +69,26 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -
 
 def eval_setup(test_file: str | Path | None = None):
     """(model config, eval config, paths, test retrieval set) of the checkout's params.yaml."""
-    from stages import config
-    from stages.config import EvalConfig, ModelConfig, PathsConfig
-    from stages.retrieval import load_retrieval_set
+    from medical_matryoshka.config.params import load_params, section
+    from medical_matryoshka.config.sections import EvalConfig, ModelConfig, PathsConfig
+    from medical_matryoshka.retrieval.scoring import load_retrieval_set
 
-    params = config.load_params()
-    paths = config.section(PathsConfig, params, "paths")
+    params = load_params()
+    paths = section(PathsConfig, params, "paths")
     rs = load_retrieval_set(test_file or Path(paths.prepared) / "test.json")
-    return config.section(ModelConfig, params, "model"), config.section(EvalConfig, params, "eval"), paths, rs
+    return section(ModelConfig, params, "model"), section(EvalConfig, params, "eval"), paths, rs
 
 
 def isolated_stage_run(tmp: Path, root: Path, params: dict, inputs: set[str]) -> tuple[Path, dict[str, str]]:
-    """A folder `tmp`/ws holding root's stages/ and a params.yaml writing every path there except `inputs`
-    (and data.path), which stay root's; and an environment sending MLflow to a throw-away store in `tmp`.
+    """A folder `tmp`/ws holding root's code and dvc.yaml, and a params.yaml writing every path there except
+    `inputs` (and data.path), which stay root's; and an environment sending MLflow to a throw-away store in `tmp`.
 
     So a benchmark runs the real stage code on the checkout's data without touching its outputs.
     """
     ws = tmp / "ws"
-    shutil.copytree(root / "stages", ws / "stages")
+    for code in ("stages", "medical_matryoshka"):
+        shutil.copytree(root / code, ws / code, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(root / "dvc.yaml", ws / "dvc.yaml")  # each stage reads the params dvc.yaml declares for it
     p = json.loads(json.dumps(params))
     for key, value in p["paths"].items():
         p["paths"][key] = str((root / value).resolve()) if key in inputs else str(ws / value)

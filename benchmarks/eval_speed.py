@@ -2,7 +2,7 @@
 
 The stock route is a SequentialEvaluator of one InformationRetrievalEvaluator per truncate_dim (what the
 model card's users run); it encodes queries and corpus once per dimension. This project's route
-(stages/retrieval.py) encodes both once at full dimension and scores each dimension from slices.
+(medical_matryoshka/retrieval/scoring.py) encodes both once at full dimension and scores each dimension from slices.
 Both run on the same model and the same test set; the metrics must agree to 1e-6.
 
     python -m benchmarks.eval_speed                  # the base model of params.yaml, the prepared test set
@@ -15,8 +15,8 @@ import argparse
 import dataclasses
 
 from benchmarks.common import banner, eval_setup, median, timed
-from stages.models import load_model
-from stages.retrieval import make_evaluator, score_all_dims
+from medical_matryoshka.models import load_model
+from medical_matryoshka.retrieval.scoring import make_evaluator, score_all_dims
 
 TOLERANCE = 1e-6
 

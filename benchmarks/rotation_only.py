@@ -14,9 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.common import banner, eval_setup
-from stages.models import load_model
-from stages.retrieval import score_all_dims
-from stages.training import add_pca_rotation, training_texts
+from medical_matryoshka.models import load_model
+from medical_matryoshka.retrieval.scoring import score_all_dims
+from medical_matryoshka.training.data import training_texts
+from medical_matryoshka.training.rotation import add_pca_rotation
 
 
 def main() -> None:

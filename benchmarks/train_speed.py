@@ -26,8 +26,8 @@ from pathlib import Path
 import yaml
 
 from benchmarks.common import banner, eval_setup, isolated_stage_run, run_measured
-from stages.models import load_model
-from stages.retrieval import score_all_dims
+from medical_matryoshka.models import load_model
+from medical_matryoshka.retrieval.scoring import score_all_dims
 
 ROOT = Path.cwd()  # the checkout the benchmark runs in (its params.yaml, data and stages/)
 BENCHMARKS = Path(__file__).resolve().parent

@@ -1,1 +1,1 @@
-"""DVC stages of the medical Matryoshka embedding workflow (one module per stage plus shared helpers)."""
+"""The DVC stage entry points, one module per stage of dvc.yaml (python -m stages.<name>)."""

@@ -8,31 +8,30 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from stages import config
-from stages.atomic import write_json
-from stages.config import EvalConfig
-from stages.errors import run_stage
-from stages.models import load_model
-from stages.retrieval import load_retrieval_set, score_all_dims
+from medical_matryoshka.atomic import write_json
+from medical_matryoshka.config.sections import EvalConfig, ModelConfig
+from medical_matryoshka.config.stage import StageConfig
+from medical_matryoshka.errors import run_main
+from medical_matryoshka.models import load_model
+from medical_matryoshka.retrieval.scoring import load_retrieval_set, score_all_dims
 
 
 def main() -> None:
-    ctx = config.stage_context()
-    params, model_cfg, paths = ctx.params, ctx.model, ctx.paths
-    eval_cfg = config.section(EvalConfig, params, "eval")
+    stage = StageConfig.load("baseline")
+    model_cfg, eval_cfg = stage.section(ModelConfig, "model"), stage.section(EvalConfig, "eval")
 
-    test_set = load_retrieval_set(Path(paths.prepared) / "test.json")
+    test_set = load_retrieval_set(Path(stage.paths.prepared) / "test.json")
     model = load_model(model_cfg)
-    with ctx.track("baseline", {"model": params["model"], "eval": params["eval"]}) as run:
+    with stage.track() as run:
         start = time.perf_counter()
         metrics = {"base": score_all_dims(model, test_set, model_cfg.dims, eval_cfg)}
         seconds = time.perf_counter() - start
         for dim, values in metrics["base"].items():
-            print(f"{dim:>8}  ndcg@10={values.get('cosine_ndcg@10', float('nan')):.4f}")
-        write_json(paths.baseline_metrics, metrics)
+            print(f"{dim:>8}  {eval_cfg.primary_metric}={values[eval_cfg.primary_metric]:.4f}")
+        write_json(stage.paths.baseline_metrics, metrics)
         run.log_metrics(metrics, parent=True)
         run.log_metrics({"eval_seconds": seconds})
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_main(main)

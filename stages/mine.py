@@ -11,35 +11,32 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages import config
-from stages.atomic import output_dir, write_json
-from stages.errors import require_input, run_stage
-from stages.mining import MiningConfig, mine
-from stages.models import load_model
+from medical_matryoshka.atomic import output_dir, write_json
+from medical_matryoshka.config.sections import MiningConfig, ModelConfig
+from medical_matryoshka.config.stage import StageConfig
+from medical_matryoshka.errors import require_input, run_main
+from medical_matryoshka.models import load_model
+from medical_matryoshka.negatives import mine_hard_negatives
 
 
 def main() -> None:
-    ctx = config.stage_context()
-    params, model_cfg, paths = ctx.params, ctx.model, ctx.paths
-    mining = config.section(MiningConfig, params, "mining")
-    seed = config.seed(params)
+    stage = StageConfig.load("mine")
+    mining, model_cfg = stage.section(MiningConfig, "mining"), stage.section(ModelConfig, "model")
 
-    source = require_input(Path(paths.prepared) / "train.parquet", "prepare")
-    pairs = pd.read_parquet(source)
+    pairs = pd.read_parquet(require_input(Path(stage.paths.prepared) / "train.parquet", "prepare"))
     model = load_model(model_cfg) if mining.enabled else None
-    with ctx.track("mine", {"mining": params["mining"], "seed": seed}) as run:
+    with stage.track() as run:
         if model is not None:
-            rows, stats = mine(model, pairs, mining, seed)
+            rows, stats = mine_hard_negatives(model, pairs, mining, stage.seed())
         else:
-            rows = pairs[["anchor", "positive"]]
-            stats = {"rows_in": len(pairs), "rows_out": len(pairs)}
+            rows, stats = pairs[["anchor", "positive"]], {"rows_in": len(pairs), "rows_out": len(pairs)}
         stats = {"enabled": mining.enabled, **stats}
         print(json.dumps(stats, indent=2))
-        with output_dir(paths.pairs) as out:
+        with output_dir(stage.paths.pairs) as out:
             rows.to_parquet(out / "train.parquet", index=False)
-        write_json(paths.mining_metrics, stats)
+        write_json(stage.paths.mining_metrics, stats)
         run.log_metrics({k: v for k, v in stats.items() if k != "enabled"})
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_main(main)

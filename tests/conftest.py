@@ -55,7 +55,7 @@ def find_pubmedqa() -> Path:
             return Path(candidate)
     raise FileNotFoundError(
         "PubMedQA PQA-L not found: set PUBMEDQA_DIR to a folder with ori_pqal.json and test_ground_truth.json "
-        "(python -m stages.fetch_raw puts them in data/raw/pubmedqa)"
+        "(python -m commands.fetch_raw puts them in data/raw/pubmedqa)"
     )
 
 

@@ -8,13 +8,15 @@ import subprocess
 import pytest
 import yaml
 
-from stages import config
-from stages.card import CARD_JSON, card_views, parse_card, write_card_ref
-from stages.config import EvalConfig, PathsConfig
-from stages.retrieval import RetrievalSet, score_all_dims
+from medical_matryoshka.card import card_views, parse_card, write_card_ref
+from medical_matryoshka.config.params import section
+from medical_matryoshka.config.sections import EvalConfig, PathsConfig
+from medical_matryoshka.retrieval.scoring import RetrievalSet, score_all_dims
 from tests.conftest import REPO
 
 CARD_README = REPO.parent / "shared/model_card/README.md"
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+CARD_JSON = PARAMS["paths"]["card"]  # the card's numbers live where params.yaml says
 
 
 def test_model_card_json_holds_the_cards_tables():
@@ -33,8 +35,7 @@ def test_card_uses_the_pipelines_metric_names():
     card = json.loads((REPO / CARD_JSON).read_text())
     model = FixedEmbeddings(queries={"q": [1.0, 0.0]}, corpus={"c": [1.0, 0.0], "d": [0.0, 1.0]})
     rs = RetrievalSet({"q": "q"}, {"c": "c", "d": "d"}, {"q": {"c"}})
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    ours = score_all_dims(model, rs, (2,), config.section(EvalConfig, params, "eval"))
+    ours = score_all_dims(model, rs, (2,), section(EvalConfig, PARAMS, "eval"))
     assert list(ours["dim_2"]) == list(card["base"]["dim_768"])  # same names, same order
 
 
@@ -62,7 +63,7 @@ def test_card_ref_holds_the_card_at_the_pipeline_metrics_paths(tmp_path, monkeyp
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
     monkeypatch.chdir(tmp_path)
     card = json.loads((REPO / CARD_JSON).read_text())
-    paths = config.section(PathsConfig, yaml.safe_load((REPO / "params.yaml").read_text()), "paths")
+    paths = section(PathsConfig, PARAMS, "paths")
     write_card_ref(card_views(card, paths))
     shown = json.loads(git("show", "model-card:metrics/baseline.json").stdout)
     assert shown == {"base": card["base"]}
@@ -74,7 +75,7 @@ def test_card_ref_holds_the_card_at_the_pipeline_metrics_paths(tmp_path, monkeyp
 
 
 def test_card_ref_needs_a_commit(tmp_path, monkeypatch):
-    from stages.errors import PipelineError
+    from medical_matryoshka.errors import PipelineError
 
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     monkeypatch.chdir(tmp_path)

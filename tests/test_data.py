@@ -8,18 +8,20 @@ import shutil
 import pytest
 import yaml
 
-from stages import config
-from stages.config import DataConfig
-from stages.data_sources import load_records
-from stages.errors import PipelineError
-from stages.splits import assign_splits, check_leakage, dataset_stats, retrieval_set, token_stats, train_pairs
+from medical_matryoshka.config.params import section
+from medical_matryoshka.config.sections import DataConfig
+from medical_matryoshka.data.leakage import check_leakage
+from medical_matryoshka.data.sources import load_records
+from medical_matryoshka.data.splits import assign_splits, retrieval_set, train_pairs
+from medical_matryoshka.data.stats import dataset_stats, token_stats
+from medical_matryoshka.errors import PipelineError
 from tests.conftest import REPO
 
 
 @pytest.fixture
 def pubmedqa_cfg(pubmedqa_dir) -> DataConfig:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    cfg = config.section(DataConfig, params, "data")
+    cfg = section(DataConfig, params, "data")
     return dataclasses.replace(cfg, path=str(pubmedqa_dir))
 
 
@@ -84,7 +86,7 @@ def test_corrupt_raw_file_stops_with_the_checksum(pubmedqa_cfg, tmp_path):
 
 
 def test_missing_raw_file_says_how_to_fetch(pubmedqa_cfg, tmp_path):
-    with pytest.raises(PipelineError, match="missing; fetch it with `python -m stages.fetch_raw`"):
+    with pytest.raises(PipelineError, match="missing; fetch it with `python -m commands.fetch_raw`"):
         load_records(dataclasses.replace(pubmedqa_cfg, path=str(tmp_path)))
 
 
@@ -118,6 +120,11 @@ def test_local_pair_files_with_a_column_mapping(pairs_frame, tmp_path, suffix):
     split = assign_splits(records, 0.0, 0.3, seed=42)
     assert (split.groupby("doc_id")["split"].nunique() == 1).all()
     assert set(split["split"]) == {"train", "test"}
+
+
+def test_unknown_source_names_the_registered_ones(pairs_frame, tmp_path):
+    with pytest.raises(PipelineError, match="data.source must be one of pubmedqa, hf, file, got 'ftp'"):
+        load_records(pairs_cfg(tmp_path / "pairs.jsonl", source="ftp"))
 
 
 def test_missing_column_names_the_mapping_to_fix(pairs_frame, tmp_path):

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from stages.errors import PipelineError
-from stages.mining import MiningConfig, mine
+from medical_matryoshka.config.sections import MiningConfig
+from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.negatives import mine_hard_negatives
 
 
 class VectorModel:
@@ -73,7 +74,7 @@ def pairs() -> pd.DataFrame:
 
 def test_same_document_duplicates_and_near_duplicates_are_never_negatives():
     model = VectorModel(VECTORS)
-    rows, stats = mine(model, pairs(), CFG, seed=42)
+    rows, stats = mine_hard_negatives(model, pairs(), CFG, seed=42)
     negatives = dict(zip(rows["anchor"] + "|" + rows["positive"], rows["negative_1"], strict=True))
     for key, negative in negatives.items():
         anchor = key.split("|")[0]
@@ -91,7 +92,7 @@ def test_same_document_duplicates_and_near_duplicates_are_never_negatives():
 
 def test_range_min_skips_the_hardest_candidates():
     # claim A's guarded ranking: 'a1 nearly' (rank 1), b1 (rank 2), c1 (rank 3)
-    rows, stats = mine(VectorModel(VECTORS), pairs(), dataclasses.replace(CFG, range_min=2), seed=42)
+    rows, stats = mine_hard_negatives(VectorModel(VECTORS), pairs(), dataclasses.replace(CFG, range_min=2), seed=42)
     first = rows.loc[(rows["anchor"] == "claim A") & (rows["positive"] == "a1"), "negative_1"].item()
     assert first == "c1"
     assert stats["skipped"]["rank_below_range_min"] >= 2
@@ -99,15 +100,15 @@ def test_range_min_skips_the_hardest_candidates():
 
 def test_random_sampling_is_seeded():
     cfg = dataclasses.replace(CFG, sampling_strategy="random", relative_margin=None, num_negatives=1)
-    one, _ = mine(VectorModel(VECTORS), pairs(), cfg, seed=1)
-    two, _ = mine(VectorModel(VECTORS), pairs(), cfg, seed=1)
+    one, _ = mine_hard_negatives(VectorModel(VECTORS), pairs(), cfg, seed=1)
+    two, _ = mine_hard_negatives(VectorModel(VECTORS), pairs(), cfg, seed=1)
     pd.testing.assert_frame_equal(one, two)
 
 
 def test_too_small_a_corpus_is_a_clear_error():
     small = pairs().head(1)
     with pytest.raises(PipelineError, match="too few to mine"):
-        mine(VectorModel(VECTORS), small, CFG, seed=42)
+        mine_hard_negatives(VectorModel(VECTORS), small, CFG, seed=42)
 
 
 @pytest.mark.parametrize(

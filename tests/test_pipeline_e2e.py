@@ -15,6 +15,8 @@ import yaml
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow
+
 MAX_DOCS = 20  # documents per split: the whole pipeline in well under a minute
 
 
@@ -26,6 +28,17 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def experiments(clone: Path) -> dict[str, dict]:
+    """{experiment name: its params.yaml} of every DVC experiment, from `dvc exp show --json`."""
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], clone).stdout)
+    found = {}
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            for rev in exp["revs"]:
+                found[rev["name"]] = rev["data"]["params"]["params.yaml"]["data"]
+    return found
 
 
 def set_yaml_keys(path: Path, **values) -> None:
@@ -54,11 +67,11 @@ def copy_worktree(dest: Path) -> Path:
 def clone(tmp_path_factory, pubmedqa_dir) -> Path:
     dest = copy_worktree(tmp_path_factory.mktemp("e2e") / "repo")
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
-    run(["python", "-m", "stages.fetch_raw", "--from", str(pubmedqa_dir)], dest)
+    run(["python", "-m", "commands.fetch_raw", "--from", str(pubmedqa_dir)], dest)
     # The small config goes into conf/, since `dvc exp run -S` recomposes params.yaml from conf/.
-    set_yaml_keys(dest / "conf/data/pubmedqa.yaml", max_docs=MAX_DOCS)
+    set_yaml_keys(dest / "conf/data/pairs.yaml", max_docs=MAX_DOCS)  # pubmedqa.yaml inherits it
     set_yaml_keys(dest / "conf/train/default.yaml", epochs=1, batch_size=16)
-    run(["python", "-m", "stages.compose_params"], dest)
+    run(["python", "-m", "commands.compose_params"], dest)
     run(["git", "add", "-A"], dest)
     run([*git, "commit", "-qm", "small config"], dest)
     return dest
@@ -85,8 +98,13 @@ def test_repro_runs_every_stage_offline(clone, first_repro):
 def test_train_and_evaluate_outputs(clone, first_repro):
     card = (clone / "models/finetuned/README.md").read_text()
     assert "MatryoshkaLoss" in card and "### Training Logs" in card and "dev_dim_32_cosine_ndcg@10" in card
+    from medical_matryoshka.config.sections import train_config
+    from medical_matryoshka.training.arguments import optimizer_steps
+
     train = json.loads((clone / "metrics/train.json").read_text())
-    assert train["optimizer_steps"] >= 1 and len(train["dev_ndcg@10_by_epoch"]) == 1
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    assert train["optimizer_steps"] == optimizer_steps(train["train_pairs"], train_config(params)) > 0
+    assert [row["epoch"] for row in train["dev_ndcg@10_by_epoch"]] == [1.0]
     result = json.loads((clone / "metrics/eval.json").read_text())
     assert set(result) == {"base", "finetuned", "change"}
     for dim in ("dim_384", "dim_32"):
@@ -107,8 +125,8 @@ def test_train_runs_as_two_ddp_processes_under_torchrun(clone, first_repro, tmp_
     """-S train.nproc=2: torchrun, gloo on CPU, per-process batch 8 = the single run's 16; rank 0 writes."""
     from mlflow.tracking import MlflowClient
 
-    from stages.config import train_config
-    from stages.training import optimizer_steps
+    from medical_matryoshka.config.sections import train_config
+    from medical_matryoshka.training.arguments import optimizer_steps
 
     ddp = tmp_path / "ddp"
     shutil.copytree(clone, ddp, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts"))
@@ -140,8 +158,9 @@ def test_passage_pairs_train_as_a_second_data_set(clone, first_repro, tmp_path):
     """-S train.passage_pairs=true: one (passage, passage) row per training abstract, batched on its own."""
     import pandas as pd
 
-    from stages.config import train_config
-    from stages.training import optimizer_steps, passage_pairs
+    from medical_matryoshka.config.sections import train_config
+    from medical_matryoshka.training.arguments import optimizer_steps
+    from medical_matryoshka.training.data import passage_pairs
 
     work = tmp_path / "passages"
     shutil.copytree(clone, work, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts"))
@@ -191,7 +210,7 @@ def test_second_repro_runs_nothing(clone, first_repro):
 
 def test_metrics_diff_against_the_model_card(clone, first_repro):
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "run"], clone)
-    run(["python", "-m", "stages.card"], clone)
+    run(["python", "-m", "commands.card"], clone)
     diff = json.loads(run(["dvc", "metrics", "diff", "model-card", "--all", "--json"], clone).stdout)
     rows = diff["metrics/baseline.json"]
     card = json.loads((clone / "metrics/model_card.json").read_text())["base"]
@@ -209,6 +228,9 @@ def test_metrics_diff_against_the_model_card(clone, first_repro):
 
 def test_mlflow_holds_a_parent_with_a_nested_run_per_stage(clone, first_repro):
     from mlflow.tracking import MlflowClient
+
+    from medical_matryoshka.config.stage import StageConfig
+    from medical_matryoshka.tracking.runs import flatten
 
     client = MlflowClient(tracking_uri=f"sqlite:///{clone / 'mlflow.db'}")
     exp = client.get_experiment_by_name("medical-matryoshka")
@@ -230,13 +252,18 @@ def test_mlflow_holds_a_parent_with_a_nested_run_per_stage(clone, first_repro):
         for part in ("base", "finetuned", "change"):
             assert f"{part}.dim_{dim}.cosine_ndcg_at_10" in parent.data.metrics
     assert children["baseline"].data.params["model.dims"] == "[384, 256, 128, 64, 32]"
+    for name, child in children.items():  # each stage logs exactly the params dvc.yaml declares for it
+        declared = flatten(StageConfig.load(name, clone / "params.yaml", clone / "dvc.yaml").params)
+        assert child.data.params == {k: str(v) for k, v in declared.items()}, name
     assert "tokens.anchor.mean" in children["prepare"].data.metrics
 
 
 def test_exp_run_overrides_compose_as_typed(clone, first_repro):
     run(["dvc", "exp", "run", "-S", "lr=3e-5"], clone)
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], clone).stdout)
-    assert "3e-05" in json.dumps(shown) or "3e-5" in json.dumps(shown)
+    (params,) = experiments(clone).values()
+    committed = yaml.safe_load(run(["git", "show", "HEAD:params.yaml"], clone).stdout)
+    assert params["lr"] == pytest.approx(3e-5) != committed["lr"]
+    assert {k: v for k, v in params.items() if k != "lr"} == {k: v for k, v in committed.items() if k != "lr"}
     offline = run(["dvc", "exp", "run", "-S", "model=biobert"], clone, check=False, HF_HUB_OFFLINE="1")
     assert offline.returncode != 0
     assert "error: cannot load model 'pritamdeka/BioBERT-mnli-snli-scinli-scitail-mednli-stsb'" in offline.stderr

@@ -9,17 +9,17 @@ import pytest
 import torch
 import yaml
 
-from stages import config
-from stages.config import DataConfig, EvalConfig
-from stages.data_sources import load_records
-from stages.retrieval import RetrievalSet, make_evaluator, score_all_dims
-from stages.splits import assign_splits, retrieval_set
+from medical_matryoshka.config.params import section
+from medical_matryoshka.config.sections import DataConfig, EvalConfig
+from medical_matryoshka.data.sources import load_records
+from medical_matryoshka.data.splits import assign_splits, retrieval_set
+from medical_matryoshka.retrieval.scoring import RetrievalSet, make_evaluator, score_all_dims
 from tests.conftest import REPO
 
 
 @pytest.fixture
 def eval_cfg() -> EvalConfig:
-    return config.section(EvalConfig, yaml.safe_load((REPO / "params.yaml").read_text()), "eval")
+    return section(EvalConfig, yaml.safe_load((REPO / "params.yaml").read_text()), "eval")
 
 
 class FixedEmbeddings:
@@ -72,7 +72,7 @@ CARD_METRICS = [f"cosine_{m}@{k}" for m in ("accuracy", "precision", "recall") f
 @pytest.fixture(scope="module")
 def small_test_set(pubmedqa_dir) -> RetrievalSet:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    cfg = dataclasses.replace(config.section(DataConfig, params, "data"), path=str(pubmedqa_dir))
+    cfg = dataclasses.replace(section(DataConfig, params, "data"), path=str(pubmedqa_dir))
     records = assign_splits(load_records(cfg), 0.1, 0.2, seed=42, max_docs=40)
     data = retrieval_set(records, "test", ("train", "dev", "test"))
     return RetrievalSet(data["queries"], data["corpus"], {q: set(d) for q, d in data["relevant"].items()})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stages import tracking
+from medical_matryoshka.tracking import runs as tracking
 
 
 @pytest.fixture

@@ -8,23 +8,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages import config
-from stages.config import EvalConfig, ModelConfig, TrainConfig
-from stages.errors import PipelineError
-from stages.retrieval import RetrievalSet
-from stages.training import (
-    MatryoshkaRetrievalEvaluator,
-    add_pca_rotation,
-    build_loss,
-    check_train_pairs,
-    checkpoint_key,
-    dev_history,
-    latest_checkpoint,
-    optimizer_steps,
-    passage_pairs,
-    resolve_precision,
-    training_args,
-)
+from medical_matryoshka.config.params import section
+from medical_matryoshka.config.sections import EvalConfig, ModelConfig, TrainConfig, train_config
+from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.retrieval.dev_evaluator import MatryoshkaRetrievalEvaluator, dev_history
+from medical_matryoshka.retrieval.scoring import RetrievalSet
+from medical_matryoshka.training.arguments import optimizer_steps, training_args
+from medical_matryoshka.training.checkpoints import checkpoint_key, latest_checkpoint
+from medical_matryoshka.training.data import check_train_pairs, passage_pairs
+from medical_matryoshka.training.loss import build_loss
+from medical_matryoshka.training.rotation import add_pca_rotation
+from medical_matryoshka.training.runtime import resolve_precision
 from tests.conftest import PAIRS, REPO
 
 
@@ -35,7 +29,7 @@ def params() -> dict:
 
 @pytest.fixture
 def tiny_cfg(params) -> TrainConfig:
-    cfg = config.train_config(params)
+    cfg = train_config(params)
     return dataclasses.replace(
         cfg, lr=1e-4, epochs=2, batch_size=4, grad_accum=1, logging_steps=1, loss="mnrl", matryoshka_weights=None
     )
@@ -46,12 +40,12 @@ def pairs() -> pd.DataFrame:
 
 
 def test_card_profile_is_the_cards_recipe(tmp_path):
-    from stages.compose_params import compose
+    from commands.compose_params import compose
 
     out = tmp_path / "params.yaml"
     compose(out, ["train=card"], conf_dir=REPO / "conf")
     composed = yaml.safe_load(out.read_text())
-    cfg = config.train_config(composed)
+    cfg = train_config(composed)
     assert composed["mining"]["enabled"] is False  # the card trains on plain pairs
     assert (cfg.lr, cfg.epochs, cfg.batch_size, cfg.grad_accum) == (2e-5, 4, 16, 32)
     assert (cfg.warmup_ratio, cfg.scheduler, cfg.batch_sampler, cfg.seed) == (0.1, "cosine", "no_duplicates", 42)
@@ -85,7 +79,7 @@ def test_bad_training_params_fail_before_training(params, override, message):
         else:
             params[key] = value
     with pytest.raises(PipelineError, match=message):
-        config.train_config(params)
+        train_config(params)
 
 
 def test_empty_text_stops_before_training(tiny_cfg):
@@ -129,7 +123,7 @@ def make_trainer(model, cfg, out, dims, eval_cfg, dev, callbacks=()):
 
     return SentenceTransformerTrainer(
         model=model,
-        args=training_args(cfg, out, dims[0], True, eval_cfg.batch_size),
+        args=training_args(cfg, out, dims[0], True, eval_cfg),
         train_dataset=Dataset.from_pandas(pairs(), preserve_index=False),
         loss=build_loss(model, cfg, dims),
         evaluator=MatryoshkaRetrievalEvaluator(dev, dims, eval_cfg),
@@ -161,7 +155,7 @@ def test_training_logs_dev_ndcg_at_every_dim_and_resumes(tiny_model_dir, tiny_cf
                 control.should_training_stop = True
 
     dims = (64, 32, 16)
-    eval_cfg = config.section(EvalConfig, params, "eval")
+    eval_cfg = section(EvalConfig, params, "eval")
     out = tmp_path / "checkpoints"
     model = SentenceTransformer(str(tiny_model_dir), device="cpu")
     first = make_trainer(model, tiny_cfg, out, dims, eval_cfg, dev_set, [StopAfterFirstEpoch()])
@@ -174,7 +168,7 @@ def test_training_logs_dev_ndcg_at_every_dim_and_resumes(tiny_model_dir, tiny_cf
     second = make_trainer(model, tiny_cfg, out, dims, eval_cfg, dev_set)
     second.train(resume_from_checkpoint=resume)
     assert second.state.global_step == optimizer_steps(8, tiny_cfg)
-    history = dev_history(second.state.log_history, dims)
+    history = dev_history(second.state.log_history, dims, eval_cfg)
     assert [row["epoch"] for row in history] == [1.0, 2.0]
     assert all(0 <= row[f"dim_{d}"] <= 1 for row in history for d in dims)
     assert second.state.best_metric == max(row["dim_64"] for row in history)
@@ -184,9 +178,9 @@ def test_training_logs_dev_ndcg_at_every_dim_and_resumes(tiny_model_dir, tiny_cf
 
 
 def test_dims_above_the_model_are_rejected_before_training(params):
-    from stages.models import load_model
+    from medical_matryoshka.models import load_model
 
-    model_cfg = dataclasses.replace(config.section(ModelConfig, params, "model"), dims=(512, 256))
+    model_cfg = dataclasses.replace(section(ModelConfig, params, "model"), dims=(512, 256))
     with pytest.raises(PipelineError, match="exceed the dimension 384"):
         load_model(model_cfg)
 
@@ -204,11 +198,13 @@ def test_precision_auto_is_bf16_only_where_the_hardware_has_it():
         resolve_precision("bf16", cuda=True, cuda_bf16=False)
 
 
-def test_cpu_training_args_never_carry_gpu_settings(tiny_cfg, tmp_path):
-    args = training_args(dataclasses.replace(tiny_cfg, precision="fp32", tf32=True), tmp_path, 64, True, 8)
+def test_cpu_training_args_never_carry_gpu_settings(tiny_cfg, params, tmp_path):
+    eval_cfg = section(EvalConfig, params, "eval")
+    args = training_args(dataclasses.replace(tiny_cfg, precision="fp32", tf32=True), tmp_path, 64, True, eval_cfg)
     assert (args.bf16, args.fp16, args.tf32, args.use_cpu) == (False, False, None, True)
     assert args.ddp_backend is None and args.dataloader_drop_last is False  # one process: nothing dropped
-    bf16 = training_args(dataclasses.replace(tiny_cfg, precision="bf16"), tmp_path, 64, True, 8)
+    assert args.metric_for_best_model == "eval_dev_dim_64_cosine_ndcg@10"  # the full dim's primary metric
+    bf16 = training_args(dataclasses.replace(tiny_cfg, precision="bf16"), tmp_path, 64, True, eval_cfg)
     assert bf16.bf16 and not bf16.fp16
 
 
@@ -277,7 +273,7 @@ def test_bf16_autocast_trains_on_cpu_and_keeps_fp32_weights(tiny_model_dir, tiny
     model = SentenceTransformer(str(tiny_model_dir), device="cpu")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = dataclasses.replace(tiny_cfg, precision="bf16", epochs=1)
-    trainer = make_trainer(model, cfg, tmp_path, dims, config.section(EvalConfig, params, "eval"), dev_set)
+    trainer = make_trainer(model, cfg, tmp_path, dims, section(EvalConfig, params, "eval"), dev_set)
     result = trainer.train()
     after = model.state_dict()
     assert torch.isfinite(torch.tensor(result.training_loss))

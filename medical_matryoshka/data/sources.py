@@ -1,22 +1,28 @@
-"""Load raw (anchor, positive) records from PubMedQA PQA-L, a Hugging Face dataset or a local file.
+"""Load raw (anchor, positive) records from PubMedQA PQA-L, a local file or a Hugging Face dataset.
 
 Every source becomes one table: doc_id, passage_id, anchor, positive, split. A document groups the
 positives of one anchor; split is "test" where the source has an official test split, else None.
+A new source is one loader function, registered in SOURCES (data.source in params.yaml picks it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from stages.config import DataConfig
-from stages.errors import PipelineError
+from medical_matryoshka.errors import PipelineError
+
+if TYPE_CHECKING:
+    from medical_matryoshka.config.sections import DataConfig
 
 RECORD_COLUMNS = ["doc_id", "passage_id", "anchor", "positive", "split"]
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+FETCH_HINT = "fetch it with `python -m commands.fetch_raw` (offline: `python -m commands.fetch_raw --from DIR`)"
 
 
 def sha256_of(path: Path) -> str:
@@ -33,15 +39,12 @@ def verify_raw_files(cfg: DataConfig) -> None:
     for name, spec in cfg.files.items():
         path = folder / name
         if not path.is_file():
-            raise PipelineError(
-                f"raw file {path} is missing; fetch it with `python -m stages.fetch_raw` "
-                "(offline: `python -m stages.fetch_raw --from DIR` with a local copy)"
-            )
+            raise PipelineError(f"raw file {path} is missing; {FETCH_HINT}")
         actual = sha256_of(path)
         if actual != spec["sha256"]:
             raise PipelineError(
                 f"raw file {path} is corrupt or a different version (sha256 {actual[:12]}..., expected "
-                f"{spec['sha256'][:12]}...); fetch it again with `python -m stages.fetch_raw`"
+                f"{spec['sha256'][:12]}...); fetch it again with `python -m commands.fetch_raw`"
             )
 
 
@@ -65,7 +68,8 @@ def load_pubmedqa(cfg: DataConfig) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RECORD_COLUMNS)
 
 
-def _pairs_to_records(frame: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.DataFrame:
+def pairs_to_records(frame: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.DataFrame:
+    """Map the configured anchor/positive columns of a pairs table to records; one document per anchor."""
     anchor_col, positive_col = cfg.columns["anchor"], cfg.columns["positive"]
     missing = [c for c in (anchor_col, positive_col) if c not in frame.columns]
     if missing:
@@ -97,7 +101,7 @@ def load_pairs_file(cfg: DataConfig) -> pd.DataFrame:
         frame = load_dataset(fmt, data_files=str(path), split="train").to_pandas()
     except Exception as err:
         raise PipelineError(f"cannot read {path} as {fmt}: {str(err).splitlines()[0]}") from None
-    return _pairs_to_records(frame, cfg, str(path))
+    return pairs_to_records(frame, cfg, str(path))
 
 
 def load_hf_pairs(cfg: DataConfig) -> pd.DataFrame:
@@ -111,14 +115,22 @@ def load_hf_pairs(cfg: DataConfig) -> pd.DataFrame:
             f"cannot load Hugging Face dataset '{cfg.path}' (split {cfg.hf_split}): {str(err).splitlines()[0]}; "
             "check the id and your hub access, or download it and use data.source=file"
         ) from None
-    return _pairs_to_records(ds.to_pandas(), cfg, f"dataset {cfg.path}")
+    return pairs_to_records(ds.to_pandas(), cfg, f"dataset {cfg.path}")
 
 
-LOADERS = {"pubmedqa": load_pubmedqa, "file": load_pairs_file, "hf": load_hf_pairs}
+# data.source -> loader: the one place a data source is registered.
+SOURCES: dict[str, Callable[[DataConfig], pd.DataFrame]] = {
+    "pubmedqa": load_pubmedqa,
+    "hf": load_hf_pairs,
+    "file": load_pairs_file,
+}
 
 
 def load_records(cfg: DataConfig) -> pd.DataFrame:
-    records = LOADERS[cfg.source](cfg)
+    """The records of the configured source."""
+    if cfg.source not in SOURCES:
+        raise PipelineError(f"params.yaml: data.source must be one of {', '.join(SOURCES)}, got {cfg.source!r}")
+    records = SOURCES[cfg.source](cfg)
     if records.empty:
         raise PipelineError(f"data source {cfg.path} holds no (anchor, positive) pairs")
     return records

@@ -4,6 +4,9 @@ The stock route runs one InformationRetrievalEvaluator per truncate_dim and so e
 corpus once per dimension. Here both are encoded once at full dimension; each dimension's cosine
 ranking comes from a slice of those embeddings, and the metrics come from the stock evaluator's own
 compute_metrics, so the definitions (and values) are sentence-transformers'.
+
+Results use the metrics-file schema shared by baseline, evaluate and the model card:
+{"dim_<d>": {"cosine_ndcg@10": ..., ...}}.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import torch
 from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 from sentence_transformers.util import cos_sim
 
-from stages.config import EvalConfig
-from stages.errors import PipelineError, require_input
+from medical_matryoshka.config.sections import SCORE_FUNCTION, EvalConfig
+from medical_matryoshka.errors import PipelineError, require_input
 
 
 @dataclass(frozen=True)
@@ -82,15 +85,12 @@ def score_all_dims(model, rs: RetrievalSet, dims: tuple[int, ...], cfg: EvalConf
     corpus_emb = model.encode_document(evaluator.corpus, batch_size=cfg.batch_size, convert_to_tensor=True)
     if dims[0] > query_emb.shape[1]:
         raise PipelineError(f"dims {list(dims)} exceed the model's embedding dimension {query_emb.shape[1]}")
-    top_k = max(
-        max(ks) for ks in (cfg.accuracy_at_k, cfg.precision_recall_at_k, cfg.ndcg_at_k, cfg.mrr_at_k, cfg.map_at_k)
-    )
+    top_k = min(cfg.top_k, len(evaluator.corpus_ids))
     results = {}
     for dim in dims:
-        hits = rank_corpus(query_emb, corpus_emb, evaluator.corpus_ids, dim, min(top_k, len(evaluator.corpus_ids)))
-        scores = evaluator.compute_metrics(hits)
+        scores = evaluator.compute_metrics(rank_corpus(query_emb, corpus_emb, evaluator.corpus_ids, dim, top_k))
         results[f"dim_{dim}"] = {
-            f"cosine_{metric.replace('@k', f'@{k}')}": float(value)
+            f"{SCORE_FUNCTION}_{metric.replace('@k', f'@{k}')}": float(value)
             for metric, values in scores.items()
             for k, value in values.items()
         }

@@ -75,13 +75,13 @@ class StageRun:
     def __init__(self, client, run_id: str, parent_id: str) -> None:
         self.client, self.run_id, self.parent_id = client, run_id, parent_id
 
-    def log_metrics(self, metrics: Mapping[str, Any], prefix: str = "", parent: bool = False, step: int = 0) -> None:
+    def log_metrics(self, metrics: Mapping[str, Any], parent: bool = False, step: int = 0) -> None:
         """Log nested numeric metrics under flattened names; also on the parent if `parent`."""
         from mlflow.entities import Metric
         from mlflow.utils.time import get_current_time_millis
 
         now = get_current_time_millis()
-        flat = flatten(metrics, prefix)
+        flat = flatten(metrics)
         batch = [Metric(metric_name(k), float(v), now, step) for k, v in flat.items() if isinstance(v, int | float)]
         for run_id in (self.run_id, self.parent_id) if parent else (self.run_id,):
             self.client.log_batch(run_id, metrics=batch)

@@ -1,4 +1,4 @@
-"""One error type for bad input, and the entry point wrapper that turns it into one clear line."""
+"""One error type for bad input, and the entry-point wrapper that turns it into one clear line."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ def require_input(path: str | Path, stage: str, what: str = "") -> Path:
     return path
 
 
-def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main(); a PipelineError becomes one line on stderr and exit code 2."""
+def run_main(main: Callable[[], None]) -> None:
+    """Run a stage's or command's main(); a PipelineError becomes one line on stderr and exit code 2."""
     try:
         main()
     except PipelineError as err:

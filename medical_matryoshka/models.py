@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from stages.config import ModelConfig
-from stages.errors import PipelineError
+from medical_matryoshka.config.sections import ModelConfig, ModelSource
+from medical_matryoshka.errors import PipelineError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -29,7 +29,7 @@ def _hub_reachable(timeout: float = 5.0) -> bool:
     return True
 
 
-def resolve_model_path(cfg: ModelConfig) -> str:
+def resolve_model_path(cfg: ModelSource) -> str:
     """Where to load the model from, without a slow network round-trip when the hub is unreachable."""
     if cfg.embedded_package:
         try:
@@ -57,13 +57,13 @@ def resolve_model_path(cfg: ModelConfig) -> str:
     return cfg.name
 
 
-def load_model(cfg: ModelConfig, device: str | None = None) -> SentenceTransformer:
+def load_model(cfg: ModelConfig) -> SentenceTransformer:
     """Load a SentenceTransformer and check the configured Matryoshka dims fit it."""
     from sentence_transformers import SentenceTransformer
 
     path = resolve_model_path(cfg)
     try:
-        model = SentenceTransformer(path, device=device)
+        model = SentenceTransformer(path)
     except OSError as err:
         raise PipelineError(f"cannot load model '{cfg.name}' from {path}: {str(err).splitlines()[0]}") from None
     model.max_seq_length = cfg.max_seq_length
@@ -79,7 +79,7 @@ def check_dims(cfg: ModelConfig, model_dim: int | None) -> None:
         )
 
 
-def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+def load_tokenizer(cfg: ModelSource) -> PreTrainedTokenizerBase:
     """The model's tokenizer alone (prepare needs token counts, not the weights)."""
     from transformers import AutoTokenizer
 

@@ -1,35 +1,24 @@
 """The model card's published numbers as a baseline that `dvc metrics diff` can compare against.
 
-metrics/model_card.json holds the card's tables in this pipeline's schema:
+metrics/model_card.json (paths.card) holds the card's tables in this pipeline's schema:
 {"base": {"dim_768": {"cosine_ndcg@10": ...}}, "finetuned": {...}} (the card lists the base model's
-tables first, then the fine-tuned model's). `dvc metrics diff` compares revisions, so this command
-writes a git ref, `model-card`: HEAD's tree with each pipeline metrics file replaced by the card's
-numbers. Then
-
-    dvc metrics diff model-card --all
-
-prints, per metric file, dimension and metric, the card's value, this workspace's value and the change.
-
-    python -m stages.card                       # (re)create the model-card ref (setup.sh runs it)
-    python -m stages.card --from-card README.md # regenerate metrics/model_card.json from a card
+tables first, then the fine-tuned model's). `dvc metrics diff` compares revisions, so the card's numbers
+go into a git ref, `model-card`: HEAD's tree with each pipeline metrics file replaced by the card's
+numbers (`python -m commands.card` writes it).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import subprocess
 from pathlib import Path
 
-from stages import config
-from stages.atomic import write_json
-from stages.config import PathsConfig
-from stages.errors import PipelineError, run_stage
-from stages.metric_tables import metric_change
+from medical_matryoshka.config.sections import PathsConfig
+from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.retrieval.tables import metric_change
 
-CARD_JSON = Path("metrics/model_card.json")
 REF = "refs/tags/model-card"
 _DATASET = re.compile(r"^\* Dataset: `(dim_\d+)`")
 _ROW = re.compile(r"^\|\s*\**(cosine_[a-z]+@\d+)\**\s*\|\s*\**([0-9.]+)\**\s*\|")
@@ -79,7 +68,9 @@ def write_card_ref(files: dict[str, dict]) -> str:
     try:
         head = _git("rev-parse", "--verify", "-q", "HEAD")
     except PipelineError:
-        raise PipelineError("the repository has no commit yet; commit first, then run python -m stages.card") from None
+        raise PipelineError(
+            "the repository has no commit yet; commit first, then run python -m commands.card"
+        ) from None
     try:
         _git("read-tree", head, env=env)
         for path, content in files.items():
@@ -91,20 +82,3 @@ def write_card_ref(files: dict[str, dict]) -> str:
     commit = _git("commit-tree", tree, "-p", head, "-m", "The model card's published numbers", env=env)
     _git("update-ref", REF, commit)
     return commit
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--from-card", type=Path, help="regenerate metrics/model_card.json from this card README")
-    args = parser.parse_args()
-    if args.from_card:
-        write_json(CARD_JSON, parse_card(args.from_card.read_text(encoding="utf-8")))
-        print(f"wrote {CARD_JSON}")
-    card = json.loads(CARD_JSON.read_text(encoding="utf-8"))
-    paths = config.section(PathsConfig, config.load_params(), "paths")
-    commit = write_card_ref(card_views(card, paths))
-    print(f"{REF} -> {commit[:12]}; compare with: dvc metrics diff model-card --all")
-
-
-if __name__ == "__main__":
-    run_stage(main)

@@ -1,0 +1,22 @@
+"""Rewrite params.yaml from conf/ exactly as `dvc exp run -S ...` composes it.
+
+python -m commands.compose_params                   # after editing conf/, before `dvc repro`
+python -m commands.compose_params model=biobert lr=3e-5
+"""
+
+from __future__ import annotations
+
+import sys
+
+from medical_matryoshka.config.compose import compose
+from medical_matryoshka.config.params import PARAMS_FILE
+from medical_matryoshka.errors import run_main
+
+
+def main() -> None:
+    compose(PARAMS_FILE, sys.argv[1:])
+    print(f"wrote {PARAMS_FILE}")
+
+
+if __name__ == "__main__":
+    run_main(main)

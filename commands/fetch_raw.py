@@ -1,0 +1,34 @@
+"""Put the raw data files in place (data.path), verified against their published sha256.
+
+    python -m commands.fetch_raw                  # download from the public sources in conf/data/*.yaml
+    python -m commands.fetch_raw --from DIR       # offline: copy a local copy (e.g. ../shared/datasets/pubmedqa)
+
+Not a DVC stage: it is how the DVC-tracked input (data/raw/*.dvc) gets into a workspace without a DVC
+remote. Once in place, DVC checks the files against the md5s in the .dvc file and the prepare stage
+against the sha256s in params.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from medical_matryoshka.config.params import load_params, section
+from medical_matryoshka.config.sections import DataConfig
+from medical_matryoshka.data.fetch import fetch
+from medical_matryoshka.errors import PipelineError, run_main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--from", dest="local_copy", type=Path, help="folder holding a local copy of the raw files")
+    args = parser.parse_args()
+    cfg = section(DataConfig, load_params(), "data")
+    if not cfg.files:
+        raise PipelineError(f"data source '{cfg.source}' lists no raw files to fetch (data.files is empty)")
+    for path in fetch(cfg, args.local_copy):
+        print(f"ok  {path}")
+
+
+if __name__ == "__main__":
+    run_main(main)

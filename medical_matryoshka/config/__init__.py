@@ -1,0 +1,1 @@
+"""params.yaml as typed, validated, frozen sections, and each stage's view of it as declared in dvc.yaml."""

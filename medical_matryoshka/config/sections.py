@@ -1,0 +1,255 @@
+"""The sections of params.yaml as frozen dataclasses; `validate` turns a bad value into one clear line."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from medical_matryoshka.config.params import RECOMPOSE, build
+from medical_matryoshka.errors import PipelineError
+
+SCORE_FUNCTION = "cosine"  # retrieval ranks by cosine similarity, as the card's evaluator does
+
+
+def _require(checks: list[tuple[bool, str]]) -> None:
+    """Raise the first failed check's message."""
+    for ok, message in checks:
+        if not ok:
+            raise PipelineError(f"params.yaml: {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """Where the base model comes from and how long its inputs are (all that `prepare` needs of it)."""
+
+    name: str
+    embedded_package: str | None
+    max_seq_length: int
+
+    def validate(self, key: str) -> None:
+        _require([(self.max_seq_length > 0, f"{key}max_seq_length must be > 0, got {self.max_seq_length}")])
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(ModelSource):
+    """The base model and its Matryoshka dimensions, full dimension first."""
+
+    dims: tuple[int, ...]
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        dims = list(self.dims)
+        _require(
+            [
+                (bool(dims) and all(d > 0 for d in dims), f"{key}dims must be positive integers, got {dims}"),
+                (
+                    all(a > b for a, b in zip(dims, dims[1:], strict=False)),
+                    f"{key}dims must be strictly descending (full dimension first), got {dims}",
+                ),
+            ]
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    source: str
+    path: str
+    files: dict[str, Any]
+    columns: dict[str, Any]
+    hf_split: str
+    hf_revision: str | None
+    dev_fraction: float
+    test_fraction: float
+    max_docs: int | None
+    boilerplate_max_words: int
+
+    def validate(self, key: str) -> None:
+        # `source` is checked against the loaders registered in data/sources.py when the data is loaded
+        _require(
+            [
+                (self.boilerplate_max_words >= 0, f"{key}boilerplate_max_words must be >= 0"),
+                (
+                    set(self.columns) == {"anchor", "positive"},
+                    f"{key}columns must map exactly 'anchor' and 'positive' to your column names, got {self.columns}",
+                ),
+                (0.0 <= self.dev_fraction < 1.0, f"{key}dev_fraction must be in [0, 1), got {self.dev_fraction}"),
+                (0.0 < self.test_fraction < 1.0, f"{key}test_fraction must be in (0, 1), got {self.test_fraction}"),
+                (
+                    self.max_docs is None or self.max_docs > 0,
+                    f"{key}max_docs must be a positive integer or null, got {self.max_docs}",
+                ),
+            ]
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int
+    accuracy_at_k: tuple[int, ...]
+    precision_recall_at_k: tuple[int, ...]
+    ndcg_at_k: tuple[int, ...]
+    mrr_at_k: tuple[int, ...]
+    map_at_k: tuple[int, ...]
+
+    def validate(self, key: str) -> None:
+        _require([(self.batch_size > 0, f"{key}batch_size must be > 0, got {self.batch_size}")])
+        for name in ("accuracy_at_k", "precision_recall_at_k", "ndcg_at_k", "mrr_at_k", "map_at_k"):
+            ks = getattr(self, name)
+            _require([(bool(ks) and all(k > 0 for k in ks), f"{key}{name} must be a non-empty list of positive ints")])
+
+    @property
+    def primary_metric(self) -> str:
+        """The metric runs are compared by: NDCG at the largest cut-off, InformationRetrievalEvaluator's rule."""
+        return f"{SCORE_FUNCTION}_ndcg@{max(self.ndcg_at_k)}"
+
+    @property
+    def top_k(self) -> int:
+        """How many hits per query the metrics need."""
+        return max(
+            max(ks)
+            for ks in (self.accuracy_at_k, self.precision_recall_at_k, self.ndcg_at_k, self.mrr_at_k, self.map_at_k)
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class MiningConfig:
+    enabled: bool
+    num_negatives: int
+    range_min: int
+    range_max: int
+    absolute_margin: float | None
+    relative_margin: float | None
+    sampling_strategy: str
+    batch_size: int
+
+    def validate(self, key: str) -> None:
+        margins = {"absolute_margin": self.absolute_margin, "relative_margin": self.relative_margin}
+        _require(
+            [
+                (self.num_negatives >= 1, f"{key}num_negatives must be >= 1, got {self.num_negatives}"),
+                (
+                    0 <= self.range_min < self.range_max,
+                    f"{key}range_min/range_max must satisfy 0 <= range_min < range_max, "
+                    f"got {self.range_min}/{self.range_max}",
+                ),
+                (
+                    self.range_max - self.range_min >= self.num_negatives,
+                    f"{key}range_max - range_min must leave room for num_negatives",
+                ),
+                (self.sampling_strategy in ("top", "random"), f"{key}sampling_strategy must be top or random"),
+                *(
+                    (value is None or value >= 0, f"{key}{name} must be >= 0 or null, got {value}")
+                    for name, value in margins.items()
+                ),
+                (self.batch_size >= 1, f"{key}batch_size must be >= 1, got {self.batch_size}"),
+            ]
+        )
+
+
+LOSSES = ("mnrl", "cached_mnrl")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DIRECTIONS = ("query_to_doc", "doc_to_query", "query_to_query", "doc_to_doc")
+HARDNESS_MODES = ("in_batch_negatives", "hard_negatives", "all_negatives")
+BATCH_SAMPLERS = ("no_duplicates", "batch_sampler")
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+# Top-level sweep knobs (dvc exp run -S lr=3e-5) that the training stage reads beside params.train.
+TRAIN_KNOBS = ("seed", "lr", "epochs", "batch_size", "grad_accum", "warmup_ratio", "scheduler")
+
+
+def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> tuple[bool, str]:
+    return value in choices, f"{name} must be one of {', '.join(choices)}, got {value!r}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The training profile (params.train) plus the top-level sweep knobs."""
+
+    profile: str
+    seed: int
+    lr: float
+    epochs: float
+    batch_size: int
+    grad_accum: int
+    warmup_ratio: float
+    scheduler: str
+    loss: str
+    mini_batch_size: int
+    batch_sampler: str
+    logging_steps: int
+    matryoshka_weights: tuple[float, ...] | None
+    directions: tuple[str, ...]
+    scale: float
+    hardness_mode: str | None
+    hardness_strength: float
+    passage_pairs: bool
+    pca_rotation: bool
+    precision: str
+    tf32: bool
+    nproc: int
+
+    def validate(self, key: str) -> None:
+        directions_ok = "query_to_doc" in self.directions and set(self.directions) <= set(DIRECTIONS)
+        _require(
+            [
+                (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+                (self.epochs > 0, f"epochs must be > 0, got {self.epochs}"),
+                (self.batch_size >= 2, f"batch_size must be >= 2 (in-batch negatives), got {self.batch_size}"),
+                (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
+                (0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}"),
+                _one_of("scheduler", self.scheduler, SCHEDULERS),
+                _one_of("train.loss", self.loss, LOSSES),
+                (self.mini_batch_size >= 1, f"train.mini_batch_size must be >= 1, got {self.mini_batch_size}"),
+                _one_of("train.batch_sampler", self.batch_sampler, BATCH_SAMPLERS),
+                (self.logging_steps >= 1, f"train.logging_steps must be >= 1, got {self.logging_steps}"),
+                _one_of("train.precision", self.precision, PRECISIONS),
+                (self.scale > 0, f"train.scale must be > 0, got {self.scale}"),
+                (
+                    self.hardness_mode is None or self.hardness_mode in HARDNESS_MODES,
+                    f"train.hardness_mode must be null or one of {', '.join(HARDNESS_MODES)}, "
+                    f"got {self.hardness_mode!r}",
+                ),
+                (self.hardness_strength >= 0, f"train.hardness_strength must be >= 0, got {self.hardness_strength}"),
+                (self.nproc >= 1, f"train.nproc must be >= 1, got {self.nproc}"),
+                (
+                    directions_ok,
+                    f"train.directions must include query_to_doc and come from {', '.join(DIRECTIONS)}, "
+                    f"got {list(self.directions)}",
+                ),
+            ]
+        )
+
+
+def train_config(params: dict[str, Any]) -> TrainConfig:
+    """The training profile (params.train) merged with the top-level sweep knobs."""
+    if not isinstance(params.get("train"), dict):
+        raise PipelineError(f"params.yaml: section 'train' is missing; {RECOMPOSE}")
+    return build(TrainConfig, {**params["train"], **{k: params.get(k) for k in TRAIN_KNOBS if k in params}})
+
+
+@dataclasses.dataclass(frozen=True)
+class PathsConfig:
+    """Where stages read and write; dvc.yaml interpolates the same keys, so paths live in one place."""
+
+    raw: str
+    prepared: str
+    data_metrics: str
+    baseline_metrics: str
+    pairs: str
+    mining_metrics: str
+    model: str
+    train_metrics: str
+    checkpoints: str
+    eval_metrics: str
+    card: str
+    plots: str
+
+    def validate(self, key: str) -> None:
+        pass
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackingConfig:
+    experiment: str
+
+    def validate(self, key: str) -> None:
+        _require([(bool(self.experiment.strip()), f"{key}experiment must not be empty")])

@@ -1,0 +1,97 @@
+"""One DVC stage's view of params.yaml: exactly the keys dvc.yaml declares for it.
+
+dvc.yaml is the single list of what a stage reads: DVC reruns the stage when one of those keys changes,
+the stage may read only those keys (anything else is an error), and it logs exactly those to MLflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medical_matryoshka.config.params import PARAMS_FILE, RECOMPOSE, build, convert, load_params, section
+from medical_matryoshka.config.sections import TRAIN_KNOBS, PathsConfig, TrackingConfig, TrainConfig, train_config
+from medical_matryoshka.errors import PipelineError
+
+PIPELINE_FILE = "dvc.yaml"
+
+
+def declared_params(stage: str, pipeline_file: str | Path = PIPELINE_FILE) -> list[str]:
+    """The params keys dvc.yaml lists for `stage` (dotted, as DVC reads them)."""
+    pipeline = yaml.safe_load(Path(pipeline_file).read_text(encoding="utf-8"))
+    spec = pipeline.get("stages", {}).get(stage)
+    if spec is None:
+        raise PipelineError(f"{pipeline_file} has no stage '{stage}'")
+    keys = spec.get("params", [])
+    if not all(isinstance(k, str) for k in keys):
+        raise PipelineError(f"{pipeline_file}: stage '{stage}' params must be keys of {PARAMS_FILE}, one per line")
+    return keys
+
+
+def select(params: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+    """The part of `params` that the dotted `keys` name, nested as in params.yaml."""
+    picked: dict[str, Any] = {}
+    for key in keys:
+        *parents, leaf = key.split(".")
+        source, target = params, picked
+        for part in parents:
+            if not isinstance(source.get(part), dict):
+                raise PipelineError(f"params.yaml has no '{key}' (declared in dvc.yaml); {RECOMPOSE}")
+            source, target = source[part], target.setdefault(part, {})
+        if leaf not in source:
+            raise PipelineError(f"params.yaml has no '{key}' (declared in dvc.yaml); {RECOMPOSE}")
+        target[leaf] = source[leaf]
+    return picked
+
+
+@dataclasses.dataclass(frozen=True)
+class StageConfig:
+    """A stage's declared params, typed on request, plus where it writes and tracks."""
+
+    stage: str
+    params: dict[str, Any]  # the declared keys only: what the stage reads and logs
+    all_params: dict[str, Any]  # the whole params.yaml, for the pipeline's parent run
+    paths: PathsConfig
+    tracking: TrackingConfig
+
+    @classmethod
+    def load(cls, stage: str, params_file: str | Path = PARAMS_FILE, pipeline_file: str | Path = PIPELINE_FILE):
+        params = load_params(params_file)
+        return cls(
+            stage,
+            select(params, declared_params(stage, pipeline_file)),
+            params,
+            section(PathsConfig, params, "paths"),
+            section(TrackingConfig, params, "tracking"),
+        )
+
+    def _declared(self, key: str) -> Any:
+        if key not in self.params:
+            raise PipelineError(
+                f"stage '{self.stage}' reads params '{key}', which dvc.yaml does not declare for it; "
+                f"add it to stages.{self.stage}.params in dvc.yaml"
+            )
+        return self.params[key]
+
+    def section(self, cls: type, key: str) -> Any:
+        """The declared section `key` as the frozen dataclass `cls`."""
+        return build(cls, self._declared(key), f"{key}.")
+
+    def seed(self) -> int:
+        return convert(self._declared("seed"), int, "seed")
+
+    def training(self) -> TrainConfig:
+        """params.train plus the top-level sweep knobs (lr, epochs, ...): all must be declared."""
+        for key in ("train", *TRAIN_KNOBS):
+            self._declared(key)
+        return train_config(self.params)
+
+    def track(self) -> AbstractContextManager:
+        """This stage's MLflow run (logging its declared params), nested under the pipeline's parent run."""
+        from medical_matryoshka.tracking.runs import stage_run
+
+        return stage_run(self.stage, self.params, self.tracking.experiment, self.all_params)

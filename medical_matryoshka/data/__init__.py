@@ -1,0 +1,1 @@
+"""Raw (anchor, positive) records from every source, by-document splits, leakage checks, statistics."""

@@ -1,0 +1,1 @@
+"""Matryoshka fine-tuning with sentence-transformers' trainer: data, loss, arguments, model surgery, runtime."""

@@ -1,0 +1,101 @@
+"""Assemble sentence-transformers' trainer from the profile, run it, and summarise what it did."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from medical_matryoshka.config.sections import SCORE_FUNCTION, EvalConfig, ModelConfig, TrainConfig
+from medical_matryoshka.models import load_model
+from medical_matryoshka.retrieval.dev_evaluator import MatryoshkaRetrievalEvaluator, dev_history
+from medical_matryoshka.retrieval.scoring import RetrievalSet
+from medical_matryoshka.tracking.callback import MlflowLogCallback
+from medical_matryoshka.tracking.runs import StageRun
+from medical_matryoshka.training.arguments import training_args
+from medical_matryoshka.training.data import TrainingData
+from medical_matryoshka.training.loss import build_loss
+from medical_matryoshka.training.rotation import add_pca_rotation
+from medical_matryoshka.training.runtime import world_size
+
+
+def base_model(model_cfg: ModelConfig, rotation_texts: list[str], batch_size: int) -> tuple[Any, dict[str, float]]:
+    """The base model to fine-tune, with the PCA rotation layer when there are texts to fit it on.
+
+    The rotation is fitted on the training split only and is deterministic, so a resumed run rebuilds the
+    same layer. Returns the model and the rotation's variance shares and fit time (empty without one).
+    """
+    model = load_model(model_cfg)
+    model.model_card_data.base_model = model_cfg.name
+    if not rotation_texts:
+        return model, {}
+    start = time.perf_counter()
+    rotation = add_pca_rotation(model, rotation_texts, model_cfg.dims, batch_size)
+    rotation["pca_seconds"] = round(time.perf_counter() - start, 1)
+    return model, rotation
+
+
+def build_trainer(
+    model,
+    data: TrainingData,
+    dev: RetrievalSet | None,
+    cfg: TrainConfig,
+    dims: tuple[int, ...],
+    eval_cfg: EvalConfig,
+    checkpoints: Path,
+    run: StageRun | None,
+):
+    """SentenceTransformerTrainer with the Matryoshka loss, the dev evaluator and MLflow logging."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer
+
+    tables = {name: Dataset.from_pandas(rows, preserve_index=False) for name, rows in data.datasets.items()}
+    return SentenceTransformerTrainer(
+        model=model,
+        args=training_args(cfg, checkpoints, dims[0], dev is not None, eval_cfg),
+        train_dataset=tables if len(tables) > 1 else tables["claims"],  # several: each batch from one of them
+        loss=build_loss(model, cfg, dims),
+        evaluator=MatryoshkaRetrievalEvaluator(dev, dims, eval_cfg) if dev else None,
+        callbacks=[MlflowLogCallback(run)] if run else [],
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingOutcome:
+    training_loss: float
+    seconds: float
+
+
+def run_training(trainer, resume: str | None) -> TrainingOutcome:
+    """Train (resuming from `resume` if given) and wait for every process."""
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - start
+    trainer.accelerator.wait_for_everyone()
+    return TrainingOutcome(result.training_loss, seconds)
+
+
+def training_summary(
+    trainer, outcome: TrainingOutcome, data: TrainingData, epochs: float, rotation: dict, dims, eval_cfg: EvalConfig
+) -> dict[str, Any]:
+    """metrics/train.json: data, runtime, steps, loss, speed, and the dev primary metric per epoch."""
+    log = trainer.state.log_history
+    eval_seconds = sum(entry.get("eval_runtime", 0.0) for entry in log)
+    metric = eval_cfg.primary_metric.removeprefix(f"{SCORE_FUNCTION}_")  # ndcg@10
+    return {
+        "train_pairs": len(data.pairs),
+        "passage_pairs": len(data.datasets.get("passages", [])),
+        **rotation,
+        "duplicate_pairs_dropped": data.duplicates_dropped,
+        "processes": world_size(),
+        "precision": "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32",
+        "optimizer_steps": trainer.state.global_step,
+        "train_loss": outcome.training_loss,
+        "train_seconds": round(outcome.seconds, 1),
+        "dev_eval_seconds": round(eval_seconds, 1),
+        # training only (the per-epoch dev evaluation excluded), all processes together
+        "pairs_per_second": round(data.total_rows * epochs / (outcome.seconds - eval_seconds), 2),
+        f"best_dev_{metric}": trainer.state.best_metric,
+        f"dev_{metric}_by_epoch": dev_history(log, dims, eval_cfg),
+    }

@@ -1,0 +1,98 @@
+"""The house: stages/ holds only the DVC stage entry points, and dvc.yaml declares what each one reads.
+
+A stage's `deps` in dvc.yaml must list exactly the project modules it imports, directly or not: a module
+left out would let DVC serve a stale cached output after that module changed; one listed but not imported
+would rerun the stage for nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+PACKAGES = ("stages", "medical_matryoshka", "commands")  # top-level packages of this project
+
+
+def module_file(name: str) -> Path | None:
+    """The project file of a dotted module name, or None for a module outside the project."""
+    if name.split(".")[0] not in PACKAGES:
+        return None
+    base = REPO.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module `path` imports at run time, at module level or inside functions (not under TYPE_CHECKING)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip = {
+        id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node) for n in ast.walk(node)
+    }
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from pkg import module`
+    return names
+
+
+def project_closure(module: str) -> set[Path]:
+    """The project files `module` runs: itself and everything it imports, transitively."""
+    seen: set[Path] = set()
+    todo = [module_file(module)]
+    while todo:
+        path = todo.pop()
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        todo.extend(module_file(name) for name in imported_modules(path))
+    return seen
+
+
+def pipeline() -> dict:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def stage_module(spec: dict) -> str:
+    cmd = spec["cmd"].split()
+    assert cmd[:2] == ["python", "-m"], f"a stage runs as `python -m stages.<name>`, not {spec['cmd']!r}"
+    return cmd[2]
+
+
+@pytest.mark.parametrize("stage", list(pipeline()))
+def test_stage_deps_list_exactly_the_modules_it_imports(stage):
+    spec = pipeline()[stage]
+    imported = {p.relative_to(REPO).as_posix() for p in project_closure(stage_module(spec)) if p.name != "__init__.py"}
+    declared = {d for d in spec["deps"] if d.endswith(".py")}
+    assert declared == imported, (
+        f"dvc.yaml stage {stage}: add {sorted(imported - declared)}, remove {sorted(declared - imported)}"
+    )
+
+
+def test_package_init_files_hold_no_code():
+    # a stage's deps leave out __init__.py files: that is only safe while they hold nothing but a docstring
+    for init in REPO.glob("*/**/__init__.py"):
+        if ".venv" in init.parts:
+            continue
+        body = ast.parse(init.read_text(encoding="utf-8")).body
+        assert all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body), init
+
+
+def test_stages_folder_holds_only_the_pipeline_entry_points():
+    modules = {p.stem for p in (REPO / "stages").glob("*.py")} - {"__init__"}
+    assert modules == {stage_module(spec).removeprefix("stages.") for spec in pipeline().values()}

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from medical_matryoshka.config.sections import SCORE_FUNCTION
+
 LABELS = {
     "card_base": "card: base",
     "card_finetuned": "card: fine-tuned",
     "base": "this run: base",
     "finetuned": "this run: fine-tuned",
 }
+
+
+def plot_column(metric: str) -> str:
+    """The plot data's column for a metric: cosine_ndcg@10 -> ndcg_at_10 (dvc.yaml's `plots` names it)."""
+    return metric.removeprefix(f"{SCORE_FUNCTION}_").replace("@", "_at_")
 
 
 def metric_by_dim(tables: dict[str, dict], metric: str) -> dict[str, list[dict]]:
@@ -22,7 +29,7 @@ def metric_by_dim(tables: dict[str, dict], metric: str) -> dict[str, list[dict]]
 
 
 def write_plots(folder: Path, series: dict[str, list[dict]], metric: str) -> Path:
-    """One CSV per series (DVC plots: x = dim, y = the metric) and a PNG with every line; returns the PNG."""
+    """One CSV per series (DVC plots: x = dim, y = plot_column(metric)) and a PNG with every line; returns the PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -33,7 +40,7 @@ def write_plots(folder: Path, series: dict[str, list[dict]], metric: str) -> Pat
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, rows in series.items():
         (data / f"{name}.csv").write_text(
-            f"dim,{metric}\n" + "".join(f"{r['dim']},{r[metric]:.6f}\n" for r in rows), encoding="utf-8"
+            f"dim,{plot_column(metric)}\n" + "".join(f"{r['dim']},{r[metric]:.6f}\n" for r in rows), encoding="utf-8"
         )
         ax.plot([r["dim"] for r in rows], [r[metric] for r in rows], marker="o", label=LABELS[name])
     ax.set_xscale("log", base=2)

@@ -96,3 +96,14 @@ def test_package_init_files_hold_no_code():
 def test_stages_folder_holds_only_the_pipeline_entry_points():
     modules = {p.stem for p in (REPO / "stages").glob("*.py")} - {"__init__"}
     assert modules == {stage_module(spec).removeprefix("stages.") for spec in pipeline().values()}
+
+
+def test_the_plot_reads_the_column_evaluate_writes():
+    from medical_matryoshka.config.params import load_params, section
+    from medical_matryoshka.config.sections import EvalConfig
+    from medical_matryoshka.plots import plot_column
+
+    column = plot_column(section(EvalConfig, load_params(REPO / "params.yaml"), "eval").primary_metric)
+    (plot,) = [p for p in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"] if isinstance(p, dict)]
+    (spec,) = plot.values()
+    assert set(spec["y"].values()) == {column}

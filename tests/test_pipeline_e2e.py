@@ -270,6 +270,29 @@ def test_exp_run_overrides_compose_as_typed(clone, first_repro):
     assert "Traceback" not in offline.stderr
 
 
+@pytest.mark.parametrize(
+    ("overrides", "profile", "model", "mining"),
+    [
+        (["train=card"], "card", "all-MiniLM-L6-v2", False),
+        (["model=biobert"], "card", "BioBERT-mnli-snli-scinli-scitail-mednli-stsb", False),
+        (["model=biobert", "train=default"], "default", "BioBERT-mnli-snli-scinli-scitail-mednli-stsb", True),
+        (["mining.enabled=false"], "default", "all-MiniLM-L6-v2", False),
+    ],
+)
+def test_documented_overrides_compose_through_dvc(clone, tmp_path, overrides, profile, model, mining):
+    """What `dvc exp run -S ...` composes (DVC's own Hydra call), read back from a queued experiment."""
+    work = tmp_path / "queue"
+    run(["git", "clone", "-q", str(clone), str(work)], tmp_path)
+    run(["dvc", "exp", "run", "--queue", *(f"-S{o}" for o in overrides)], work)
+    (params,) = experiments(work).values()
+    assert (params["train"]["profile"], params["model"]["name"].split("/")[-1]) == (profile, model)
+    assert params["mining"]["enabled"] is mining
+    from medical_matryoshka.config.compose import compose
+
+    compose(tmp_path / "expected.yaml", overrides, conf_dir=work / "conf")  # commands.compose_params' route
+    assert params == yaml.safe_load((tmp_path / "expected.yaml").read_text())
+
+
 def test_corrupt_raw_file_stops_repro_with_one_line_and_no_output(clone, first_repro):
     raw = clone / "data/raw/pubmedqa/ori_pqal.json"
     original = raw.read_bytes()

@@ -18,9 +18,15 @@ from medical_matryoshka.config.stage import StageConfig
 from medical_matryoshka.errors import run_main
 from medical_matryoshka.retrieval.scoring import load_retrieval_set
 from medical_matryoshka.training.arguments import optimizer_steps
-from medical_matryoshka.training.checkpoints import checkpoint_key, latest_checkpoint
+from medical_matryoshka.training.checkpoints import checkpoint_key, discard_incomplete, exclusive, latest_checkpoint
 from medical_matryoshka.training.data import TrainingData, read_training_data
-from medical_matryoshka.training.runtime import is_main_process, launch_distributed, under_torchrun, world_size
+from medical_matryoshka.training.runtime import (
+    die_with_parent,
+    is_main_process,
+    launch_distributed,
+    under_torchrun,
+    world_size,
+)
 from medical_matryoshka.training.trainer import base_model, build_trainer, run_training, training_summary
 
 
@@ -38,18 +44,21 @@ def announce(data: TrainingData, cfg: TrainConfig, rotation: dict, resume: str |
     )
 
 
-def main() -> None:
-    stage = StageConfig.load("train")
-    cfg, paths = stage.training(), stage.paths
-    model_cfg, eval_cfg = stage.section(ModelConfig, "model"), stage.section(EvalConfig, "eval")
-    if cfg.nproc > 1 and not under_torchrun():
-        sys.exit(launch_distributed(cfg.nproc, "stages.train"))
+def resume_point(checkpoints: Path) -> str | None:
+    """The newest complete checkpoint of an interrupted run; half-written ones are removed (main process)."""
+    if is_main_process():
+        for path in discard_incomplete(checkpoints):
+            print(f"removed {path}: an interrupted run left it half written")
+    return latest_checkpoint(checkpoints)
 
-    data = read_training_data(paths, cfg)
+
+def train_and_save(stage: StageConfig, configs: tuple, data: TrainingData, checkpoints: Path) -> None:
+    """datasets -> trainer -> train -> summary; the main process saves the model and metrics and logs."""
+    cfg, model_cfg, eval_cfg = configs
+    paths = stage.paths
     dev = load_retrieval_set(Path(paths.prepared) / "dev.json", allow_empty=True)
     model, rotation = base_model(model_cfg, data.rotation_texts, eval_cfg.batch_size)
-    checkpoints = Path(paths.checkpoints) / checkpoint_key(stage.params, data.pairs_file)
-    resume = latest_checkpoint(checkpoints)
+    resume = resume_point(checkpoints)
     if is_main_process():
         announce(data, cfg, rotation, resume)
     with stage.track() if is_main_process() else contextlib.nullcontext() as run:
@@ -62,7 +71,22 @@ def main() -> None:
             model.save(str(out))
         write_json(paths.train_metrics, summary)
         run.log_metrics({k: v for k, v in summary.items() if not isinstance(v, list)})
-    shutil.rmtree(checkpoints, ignore_errors=True)
+
+
+def main() -> None:
+    die_with_parent()  # a killed `dvc` must not leave a trainer writing checkpoints
+    stage = StageConfig.load("train")
+    cfg = stage.training()
+    configs = (cfg, stage.section(ModelConfig, "model"), stage.section(EvalConfig, "eval"))
+    if cfg.nproc > 1 and not under_torchrun():
+        sys.exit(launch_distributed(cfg.nproc, "stages.train"))
+
+    data = read_training_data(stage.paths, cfg)
+    checkpoints = Path(stage.paths.checkpoints) / checkpoint_key(stage.params, data.pairs_file)
+    with exclusive(checkpoints) if is_main_process() else contextlib.nullcontext():
+        train_and_save(stage, configs, data, checkpoints)
+        if is_main_process():
+            shutil.rmtree(checkpoints, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,15 @@ import yaml
 from medical_matryoshka.config.params import section
 from medical_matryoshka.config.sections import EvalConfig, ModelConfig, TrainConfig, train_config
 from medical_matryoshka.errors import PipelineError
-from medical_matryoshka.retrieval.dev_evaluator import MatryoshkaRetrievalEvaluator, dev_history
+from medical_matryoshka.retrieval.dev_evaluator import dev_history
 from medical_matryoshka.retrieval.scoring import RetrievalSet
 from medical_matryoshka.training.arguments import optimizer_steps, training_args
-from medical_matryoshka.training.checkpoints import checkpoint_key, latest_checkpoint
-from medical_matryoshka.training.data import check_train_pairs, passage_pairs
+from medical_matryoshka.training.checkpoints import checkpoint_key, discard_incomplete, exclusive, latest_checkpoint
+from medical_matryoshka.training.data import TrainingData, check_train_pairs, passage_pairs
 from medical_matryoshka.training.loss import build_loss
 from medical_matryoshka.training.rotation import add_pca_rotation
 from medical_matryoshka.training.runtime import resolve_precision
+from medical_matryoshka.training.trainer import build_trainer, run_training, training_summary
 from tests.conftest import PAIRS, REPO
 
 
@@ -118,17 +119,12 @@ def test_checkpoint_key_changes_with_params_and_data(tmp_path):
 
 
 def make_trainer(model, cfg, out, dims, eval_cfg, dev, callbacks=()):
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer
-
-    return SentenceTransformerTrainer(
-        model=model,
-        args=training_args(cfg, out, dims[0], True, eval_cfg),
-        train_dataset=Dataset.from_pandas(pairs(), preserve_index=False),
-        loss=build_loss(model, cfg, dims),
-        evaluator=MatryoshkaRetrievalEvaluator(dev, dims, eval_cfg),
-        callbacks=list(callbacks),
-    )
+    """The train stage's trainer (build_trainer) on the fixture pairs, no MLflow run."""
+    data = TrainingData({"claims": pairs()}, 0, out / "pairs.parquet", [])
+    trainer = build_trainer(model, data, dev, cfg, dims, eval_cfg, out, None)
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    return trainer
 
 
 @pytest.fixture
@@ -145,7 +141,11 @@ def dev_set() -> RetrievalSet:
 
 
 def test_training_logs_dev_ndcg_at_every_dim_and_resumes(tiny_model_dir, tiny_cfg, dev_set, params, tmp_path):
-    """Stop after epoch 1 (as an interrupted run would), then resume from its checkpoint to the end."""
+    """Stop after epoch 1 (as an interrupted run would), then resume from its checkpoint to the end.
+
+    In between, a checkpoint killed while being written (no completion mark, truncated trainer state) is
+    removed and resuming falls back to the last complete one.
+    """
     from sentence_transformers import SentenceTransformer
     from transformers import TrainerCallback
 
@@ -161,13 +161,23 @@ def test_training_logs_dev_ndcg_at_every_dim_and_resumes(tiny_model_dir, tiny_cf
     first = make_trainer(model, tiny_cfg, out, dims, eval_cfg, dev_set, [StopAfterFirstEpoch()])
     first.train()
     assert first.state.global_step == optimizer_steps(8, tiny_cfg) // 2
-    resume = latest_checkpoint(out)
-    assert resume is not None and resume.endswith(f"checkpoint-{first.state.global_step}")
+    done = out / f"checkpoint-{first.state.global_step}"
+    torn = out / f"checkpoint-{first.state.global_step + 1}"
+    torn.mkdir()
+    (torn / "trainer_state.json").write_text((done / "trainer_state.json").read_text()[:40])
+    assert latest_checkpoint(out) == str(done)
+    assert discard_incomplete(out) == [torn] and not torn.exists() and done.is_dir()
 
     model = SentenceTransformer(str(tiny_model_dir), device="cpu")
     second = make_trainer(model, tiny_cfg, out, dims, eval_cfg, dev_set)
-    second.train(resume_from_checkpoint=resume)
+    outcome = run_training(second, latest_checkpoint(out))
     assert second.state.global_step == optimizer_steps(8, tiny_cfg)
+    assert (outcome.resumed_step, outcome.resumed_epoch) == (first.state.global_step, 1.0)
+    summary = training_summary(second, outcome, TrainingData({"claims": pairs()}, 0, out, []), 2, {}, dims, eval_cfg)
+    resumed_eval = [e["eval_runtime"] for e in second.state.log_history if "eval_runtime" in e][-1]
+    # the speed of this run only: the one epoch since the checkpoint, without its dev evaluation
+    assert summary["resumed_from_step"] == first.state.global_step
+    assert summary["pairs_per_second"] == round(8 / (outcome.seconds - resumed_eval), 2)
     history = dev_history(second.state.log_history, dims, eval_cfg)
     assert [row["epoch"] for row in history] == [1.0, 2.0]
     assert all(0 <= row[f"dim_{d}"] <= 1 for row in history for d in dims)
@@ -279,3 +289,67 @@ def test_bf16_autocast_trains_on_cpu_and_keeps_fp32_weights(tiny_model_dir, tiny
     assert torch.isfinite(torch.tensor(result.training_loss))
     assert all(v.dtype == torch.float32 for v in after.values() if v.is_floating_point())
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from medical_matryoshka.training.checkpoints import exclusive
+with exclusive(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_one_training_per_checkpoint_folder_and_a_dead_holder_frees_it(tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "checkpoints" / "key"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        busy = rf"pid {holder.pid} is training into .*key with the same params"
+        with pytest.raises(PipelineError, match=busy), exclusive(folder):
+            pass
+    finally:
+        holder.kill()  # SIGKILL: no cleanup runs in the holder
+        holder.wait()
+    with exclusive(folder):
+        assert (folder / ".training.lock").read_text() == f"pid {__import__('os').getpid()}"
+
+
+SPAWN_CHILD = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c",
+    "from medical_matryoshka.training.runtime import die_with_parent; import time; die_with_parent(); "
+    "print('ready', flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+assert child.stdout.readline().strip() == "ready"
+print(child.pid, flush=True)
+child.wait()
+"""
+
+
+def test_a_trainer_does_not_outlive_the_process_that_started_it():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    parent = subprocess.Popen([sys.executable, "-c", SPAWN_CHILD], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    child = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)  # as when `dvc` is killed
+    parent.wait()
+    status = Path(f"/proc/{child}/status")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if "\tZ" in status.read_text().split("State:")[1].splitlines()[0]:
+                return  # dead, not yet reaped
+        except FileNotFoundError:
+            return
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("the child kept running after its parent was killed")

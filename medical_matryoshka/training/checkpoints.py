@@ -1,11 +1,26 @@
-"""Resumable training: one checkpoint folder per (params, data), the newest checkpoint to resume from."""
+"""Resumable training that no kill can block: one checkpoint folder per (params, data), checkpoints marked
+complete only once fully written, and one training run at a time per folder."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from medical_matryoshka.atomic import write_json
+from medical_matryoshka.errors import PipelineError
+
+COMPLETE = "checkpoint_complete.json"  # written into checkpoint-N after the trainer has saved all of it
+LOCK = ".training.lock"
 
 
 def checkpoint_key(params: dict[str, Any], data_file: Path) -> str:
@@ -15,7 +30,58 @@ def checkpoint_key(params: dict[str, Any], data_file: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+class MarkCompleteCheckpoints(TrainerCallback):
+    """Mark checkpoint-N complete: the trainer calls on_save after it has written the whole checkpoint, so a
+    kill while a checkpoint is being written leaves one without the mark, which resuming ignores."""
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if args.should_save and folder.is_dir():
+            write_json(folder / COMPLETE, {"global_step": state.global_step})  # atomic: temp file, rename
+
+
+def _step(path: Path) -> int:
+    return int(path.name.rsplit("-", 1)[-1])
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    found = [p for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir() and p.name.rsplit("-", 1)[-1].isdigit()]
+    return sorted(found, key=_step)
+
+
+def discard_incomplete(folder: Path) -> list[Path]:
+    """Remove the checkpoints an interrupted run left half written; returns what was removed."""
+    removed = [p for p in _checkpoints(folder) if not (p / COMPLETE).is_file()]
+    for path in removed:
+        shutil.rmtree(path)
+    return removed
+
+
 def latest_checkpoint(folder: Path) -> str | None:
-    """The trainer's newest checkpoint-N folder, if an interrupted run left one."""
-    found = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(found[-1]) if found else None
+    """The newest complete checkpoint-N, if an interrupted run left one."""
+    complete = [p for p in _checkpoints(folder) if (p / COMPLETE).is_file()]
+    return str(complete[-1]) if complete else None
+
+
+@contextmanager
+def exclusive(folder: Path) -> Iterator[None]:
+    """Hold `folder` for one training run: a second run with the same params stops with one line instead of
+    writing the same checkpoints. The OS drops the lock when the holder dies, however it dies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise PipelineError(
+                f"{holder} is training into {folder} with the same params; wait for it to finish or stop it, then rerun"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

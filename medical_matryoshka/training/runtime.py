@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 
@@ -25,6 +27,20 @@ def under_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ
 
 
+def die_with_parent() -> None:
+    """Have Linux send this process SIGTERM when its parent dies, so a killed `dvc` leaves no trainer running.
+
+    Elsewhere a no-op. If the parent is already gone by the time the request is made, stop now.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def launch_distributed(nproc: int, module: str) -> int:
     """Rerun `module` under torchrun with `nproc` processes on this machine; DDP does the rest.
 
@@ -33,7 +49,7 @@ def launch_distributed(nproc: int, module: str) -> int:
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     print(f"train.nproc={nproc}: {' '.join(cmd[1:])} -m {module}", flush=True)
-    return subprocess.run([*cmd, "-m", module], check=False).returncode
+    return subprocess.run([*cmd, "-m", module], check=False, preexec_fn=die_with_parent).returncode
 
 
 def cpu_has_native_bf16() -> bool:

@@ -14,6 +14,7 @@ from medical_matryoshka.retrieval.scoring import RetrievalSet
 from medical_matryoshka.tracking.callback import MlflowLogCallback
 from medical_matryoshka.tracking.runs import StageRun
 from medical_matryoshka.training.arguments import training_args
+from medical_matryoshka.training.checkpoints import MarkCompleteCheckpoints
 from medical_matryoshka.training.data import TrainingData
 from medical_matryoshka.training.loss import build_loss
 from medical_matryoshka.training.rotation import add_pca_rotation
@@ -57,23 +58,28 @@ def build_trainer(
         train_dataset=tables if len(tables) > 1 else tables["claims"],  # several: each batch from one of them
         loss=build_loss(model, cfg, dims),
         evaluator=MatryoshkaRetrievalEvaluator(dev, dims, eval_cfg) if dev else None,
-        callbacks=[MlflowLogCallback(run)] if run else [],
+        callbacks=[MarkCompleteCheckpoints(), *([MlflowLogCallback(run)] if run else [])],
     )
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingOutcome:
     training_loss: float
-    seconds: float
+    seconds: float  # this process's training, from the resumed checkpoint on
+    resumed_step: int  # 0 without a resume
+    resumed_epoch: float
 
 
 def run_training(trainer, resume: str | None) -> TrainingOutcome:
     """Train (resuming from `resume` if given) and wait for every process."""
+    from transformers import TrainerState
+
+    resumed = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json")) if resume else TrainerState()
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
     trainer.accelerator.wait_for_everyone()
-    return TrainingOutcome(result.training_loss, seconds)
+    return TrainingOutcome(result.training_loss, seconds, resumed.global_step, resumed.epoch or 0.0)
 
 
 def training_summary(
@@ -81,7 +87,8 @@ def training_summary(
 ) -> dict[str, Any]:
     """metrics/train.json: data, runtime, steps, loss, speed, and the dev primary metric per epoch."""
     log = trainer.state.log_history
-    eval_seconds = sum(entry.get("eval_runtime", 0.0) for entry in log)
+    # speed counts this process's work only: after a resume, the epochs and dev evaluations since the checkpoint
+    eval_seconds = sum(entry.get("eval_runtime", 0.0) for entry in log if entry["step"] > outcome.resumed_step)
     metric = eval_cfg.primary_metric.removeprefix(f"{SCORE_FUNCTION}_")  # ndcg@10
     return {
         "train_pairs": len(data.pairs),
@@ -95,7 +102,10 @@ def training_summary(
         "train_seconds": round(outcome.seconds, 1),
         "dev_eval_seconds": round(eval_seconds, 1),
         # training only (the per-epoch dev evaluation excluded), all processes together
-        "pairs_per_second": round(data.total_rows * epochs / (outcome.seconds - eval_seconds), 2),
+        "resumed_from_step": outcome.resumed_step,
+        "pairs_per_second": round(
+            data.total_rows * (epochs - outcome.resumed_epoch) / (outcome.seconds - eval_seconds), 2
+        ),
         f"best_dev_{metric}": trainer.state.best_metric,
         f"dev_{metric}_by_epoch": dev_history(log, dims, eval_cfg),
     }

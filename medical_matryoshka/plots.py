@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medical_matryoshka.config.sections import SCORE_FUNCTION
+from medical_matryoshka.config.sections import EvalConfig
 
 LABELS = {
     "card_base": "card: base",
@@ -14,9 +14,9 @@ LABELS = {
 }
 
 
-def plot_column(metric: str) -> str:
-    """The plot data's column for a metric: cosine_ndcg@10 -> ndcg_at_10 (dvc.yaml's `plots` names it)."""
-    return metric.removeprefix(f"{SCORE_FUNCTION}_").replace("@", "_at_")
+def plot_column(eval_cfg: EvalConfig) -> str:
+    """The plot data's column for the primary metric: ndcg_at_10 (dvc.yaml's `plots` names it)."""
+    return eval_cfg.primary_measure.replace("@", "_at_")
 
 
 def metric_by_dim(tables: dict[str, dict], metric: str) -> dict[str, list[dict]]:
@@ -28,19 +28,20 @@ def metric_by_dim(tables: dict[str, dict], metric: str) -> dict[str, list[dict]]
     }
 
 
-def write_plots(folder: Path, series: dict[str, list[dict]], metric: str) -> Path:
-    """One CSV per series (DVC plots: x = dim, y = plot_column(metric)) and a PNG with every line; returns the PNG."""
+def write_plots(folder: Path, series: dict[str, list[dict]], eval_cfg: EvalConfig) -> Path:
+    """One CSV per series (DVC plots: x = dim, y = plot_column) and a PNG with every line; returns the PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    metric = eval_cfg.primary_metric
     data = folder / "ndcg_by_dim"
     data.mkdir()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, rows in series.items():
         (data / f"{name}.csv").write_text(
-            f"dim,{plot_column(metric)}\n" + "".join(f"{r['dim']},{r[metric]:.6f}\n" for r in rows), encoding="utf-8"
+            f"dim,{plot_column(eval_cfg)}\n" + "".join(f"{r['dim']},{r[metric]:.6f}\n" for r in rows), encoding="utf-8"
         )
         ax.plot([r["dim"] for r in rows], [r[metric] for r in rows], marker="o", label=LABELS[name])
     ax.set_xscale("log", base=2)

@@ -42,7 +42,7 @@ def main() -> None:
             )
         tables = {"card_base": card["base"], "card_finetuned": card["finetuned"], "base": base, "finetuned": finetuned}
         with output_dir(paths.plots) as out:
-            run.log_artifact(write_plots(out, metric_by_dim(tables, metric), metric))
+            run.log_artifact(write_plots(out, metric_by_dim(tables, metric), eval_cfg))
         write_json(paths.eval_metrics, metrics)
         run.log_metrics({"finetuned": finetuned, "change": metrics["change"]}, parent=True)
 

@@ -52,9 +52,15 @@ def resume_point(checkpoints: Path) -> str | None:
     return latest_checkpoint(checkpoints)
 
 
-def train_and_save(stage: StageConfig, configs: tuple, data: TrainingData, checkpoints: Path) -> None:
+def train_and_save(
+    stage: StageConfig,
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
+    eval_cfg: EvalConfig,
+    data: TrainingData,
+    checkpoints: Path,
+) -> None:
     """datasets -> trainer -> train -> summary; the main process saves the model and metrics and logs."""
-    cfg, model_cfg, eval_cfg = configs
     paths = stage.paths
     dev = load_retrieval_set(Path(paths.prepared) / "dev.json", allow_empty=True)
     model, rotation = base_model(model_cfg, data.rotation_texts, eval_cfg.batch_size)
@@ -76,15 +82,14 @@ def train_and_save(stage: StageConfig, configs: tuple, data: TrainingData, check
 def main() -> None:
     die_with_parent()  # a killed `dvc` must not leave a trainer writing checkpoints
     stage = StageConfig.load("train")
-    cfg = stage.training()
-    configs = (cfg, stage.section(ModelConfig, "model"), stage.section(EvalConfig, "eval"))
+    cfg, model_cfg, eval_cfg = stage.training(), stage.section(ModelConfig, "model"), stage.section(EvalConfig, "eval")
     if cfg.nproc > 1 and not under_torchrun():
         sys.exit(launch_distributed(cfg.nproc, "stages.train"))
 
     data = read_training_data(stage.paths, cfg)
     checkpoints = Path(stage.paths.checkpoints) / checkpoint_key(stage.params, data.pairs_file)
     with exclusive(checkpoints) if is_main_process() else contextlib.nullcontext():
-        train_and_save(stage, configs, data, checkpoints)
+        train_and_save(stage, cfg, model_cfg, eval_cfg, data, checkpoints)
         if is_main_process():
             shutil.rmtree(checkpoints, ignore_errors=True)
 

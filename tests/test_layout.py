@@ -103,7 +103,7 @@ def test_the_plot_reads_the_column_evaluate_writes():
     from medical_matryoshka.config.sections import EvalConfig
     from medical_matryoshka.plots import plot_column
 
-    column = plot_column(section(EvalConfig, load_params(REPO / "params.yaml"), "eval").primary_metric)
+    column = plot_column(section(EvalConfig, load_params(REPO / "params.yaml"), "eval"))
     (plot,) = [p for p in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"] if isinstance(p, dict)]
     (spec,) = plot.values()
     assert set(spec["y"].values()) == {column}

@@ -302,6 +302,7 @@ with exclusive(Path(sys.argv[1])):
 
 
 def test_one_training_per_checkpoint_folder_and_a_dead_holder_frees_it(tmp_path):
+    import os
     import subprocess
     import sys
 
@@ -316,7 +317,7 @@ def test_one_training_per_checkpoint_folder_and_a_dead_holder_frees_it(tmp_path)
         holder.kill()  # SIGKILL: no cleanup runs in the holder
         holder.wait()
     with exclusive(folder):
-        assert (folder / ".training.lock").read_text() == f"pid {__import__('os').getpid()}"
+        assert (folder / ".training.lock").read_text() == f"pid {os.getpid()}"
 
 
 SPAWN_CHILD = """

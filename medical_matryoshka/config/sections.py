@@ -100,7 +100,12 @@ class EvalConfig:
     @property
     def primary_metric(self) -> str:
         """The metric runs are compared by: NDCG at the largest cut-off, InformationRetrievalEvaluator's rule."""
-        return f"{SCORE_FUNCTION}_ndcg@{max(self.ndcg_at_k)}"
+        return f"{SCORE_FUNCTION}_{self.primary_measure}"
+
+    @property
+    def primary_measure(self) -> str:
+        """The primary metric without its score function (ndcg@10): how train.json and the plot name it."""
+        return f"ndcg@{max(self.ndcg_at_k)}"
 
     @property
     def top_k(self) -> int:

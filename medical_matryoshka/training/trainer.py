@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medical_matryoshka.config.sections import SCORE_FUNCTION, EvalConfig, ModelConfig, TrainConfig
+from medical_matryoshka.config.sections import EvalConfig, ModelConfig, TrainConfig
 from medical_matryoshka.models import load_model
 from medical_matryoshka.retrieval.dev_evaluator import MatryoshkaRetrievalEvaluator, dev_history
 from medical_matryoshka.retrieval.scoring import RetrievalSet
@@ -89,7 +89,7 @@ def training_summary(
     log = trainer.state.log_history
     # speed counts this process's work only: after a resume, the epochs and dev evaluations since the checkpoint
     eval_seconds = sum(entry.get("eval_runtime", 0.0) for entry in log if entry["step"] > outcome.resumed_step)
-    metric = eval_cfg.primary_metric.removeprefix(f"{SCORE_FUNCTION}_")  # ndcg@10
+    metric = eval_cfg.primary_measure
     return {
         "train_pairs": len(data.pairs),
         "passage_pairs": len(data.datasets.get("passages", [])),
@@ -101,8 +101,8 @@ def training_summary(
         "train_loss": outcome.training_loss,
         "train_seconds": round(outcome.seconds, 1),
         "dev_eval_seconds": round(eval_seconds, 1),
-        # training only (the per-epoch dev evaluation excluded), all processes together
         "resumed_from_step": outcome.resumed_step,
+        # training only (the per-epoch dev evaluation excluded), all processes together
         "pairs_per_second": round(
             data.total_rows * (epochs - outcome.resumed_epoch) / (outcome.seconds - eval_seconds), 2
         ),

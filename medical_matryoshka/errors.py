@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,18 @@ from pathlib import Path
 
 class PipelineError(Exception):
     """Bad input or environment: the message says what is wrong and how to fix it."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM (or SIGINT) stopped the process: cleanup runs, the stage's MLflow run ends KILLED."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupt(signum: int, _frame) -> None:
+    raise Interrupted(signum)
 
 
 def require_input(path: str | Path, stage: str, what: str = "") -> Path:
@@ -20,9 +33,16 @@ def require_input(path: str | Path, stage: str, what: str = "") -> Path:
 
 
 def run_main(main: Callable[[], None]) -> None:
-    """Run a stage's or command's main(); a PipelineError becomes one line on stderr and exit code 2."""
+    """Run a stage's or command's main(): a PipelineError becomes one line on stderr and exit code 2;
+    SIGTERM and SIGINT unwind the stack (runs marked KILLED, partial outputs removed), exit 128 + signal."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         main()
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as err:
+        print(f"error: stopped by {err}; rerun `dvc repro` to continue (training resumes from its last checkpoint)",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(128 + err.signum)

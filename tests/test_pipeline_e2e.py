@@ -240,6 +240,8 @@ def test_mlflow_holds_a_parent_with_a_nested_run_per_stage(clone, first_repro):
     parent = parents[0]
     children = {r.info.run_name: r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert set(children) == {"prepare", "baseline", "mine", "train", "evaluate"}
+    assert {r.info.status for r in found} == {"FINISHED"}  # the parent too, once evaluate (the last) finished
+    assert exp.artifact_location == (clone / "mlartifacts").resolve().as_uri()
     assert (
         "loss" in children["train"].data.metrics
         and "eval_dev_dim_32_cosine_ndcg_at_10" in children["train"].data.metrics

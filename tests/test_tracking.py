@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from medical_matryoshka.errors import Interrupted, PipelineError
 from medical_matryoshka.tracking import runs as tracking
+from tests.conftest import REPO
 
 
 @pytest.fixture
@@ -65,11 +72,137 @@ def test_changed_params_start_a_new_parent(tracking_store, in_repo):
     assert sorted(r.data.params["lr"] for r in parents) == ["1e-5", "3e-5"]
 
 
-def test_a_failing_stage_marks_its_run_failed(tracking_store, in_repo):
-    with pytest.raises(RuntimeError), tracking.stage_run("baseline", {}, "test-exp", {}):
+def statuses(uri: str) -> dict[str, str]:
+    """{run name: status}; the parent run is 'parent'."""
+    return {
+        r.info.run_name if "mlflow.parentRunId" in r.data.tags else "parent": r.info.status for r in runs(uri).values()
+    }
+
+
+def test_a_failing_stage_marks_its_run_and_the_parent_failed(tracking_store, in_repo):
+    with pytest.raises(RuntimeError), tracking.stage_run("baseline", {}, "test-exp", {}, final=False):
         raise RuntimeError("boom")
-    statuses = {r.info.run_name: r.info.status for r in runs(tracking_store).values()}
-    assert statuses["baseline"] == "FAILED"
+    assert statuses(tracking_store) == {"baseline": "FAILED", "parent": "FAILED"}
+
+
+def test_parent_is_finished_only_after_the_final_stage(tracking_store, in_repo):
+    with tracking.stage_run("prepare", {}, "test-exp", {}, final=False):
+        pass
+    assert statuses(tracking_store) == {"prepare": "FINISHED", "parent": "SCHEDULED"}
+    with tracking.stage_run("train", {}, "test-exp", {}, final=False):
+        assert statuses(tracking_store)["parent"] == "RUNNING"
+    with tracking.stage_run("evaluate", {}, "test-exp", {}, final=True):
+        pass
+    assert statuses(tracking_store) == {n: "FINISHED" for n in ("prepare", "train", "evaluate", "parent")}
+
+
+def test_the_pipeline_s_final_stage_is_evaluate():
+    from medical_matryoshka.config.stage import final_stages
+
+    assert final_stages(REPO / "dvc.yaml") == {"evaluate"}
+
+
+def test_an_interrupted_stage_is_killed(tracking_store, in_repo):
+    with pytest.raises(Interrupted), tracking.stage_run("train", {}, "test-exp", {}, final=False):
+        raise Interrupted(signal.SIGTERM)
+    assert statuses(tracking_store) == {"train": "KILLED", "parent": "KILLED"}
+
+
+def test_runs_left_running_by_a_dead_process_are_marked_killed(tracking_store, in_repo):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with tracking.stage_run("train", {}, "test-exp", {}, final=False) as run:
+        run.client.set_tag(run.run_id, tracking.PID_TAG, str(dead.pid))  # as if that process had run it
+        run.end = lambda *args: None  # no end written: the run stays RUNNING, as after a SIGKILL
+    assert statuses(tracking_store)["train"] == "RUNNING"
+    with tracking.stage_run("evaluate", {}, "test-exp", {}, final=True):
+        pass
+    assert statuses(tracking_store) == {"train": "KILLED", "evaluate": "FINISHED", "parent": "FINISHED"}
+
+
+def test_sigterm_ends_a_stage_with_one_line_and_a_killed_run(tracking_store, in_repo):
+    script = (
+        "import time\n"
+        "from medical_matryoshka.errors import run_main\n"
+        "from medical_matryoshka.tracking.runs import stage_run\n"
+        "def main():\n"
+        "    with stage_run('train', {}, 'test-exp', {}, final=False):\n"
+        "        print('started', flush=True)\n"
+        "        time.sleep(60)\n"
+        "run_main(main)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+    )
+    assert proc.stdout.readline().strip() == "started"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in stderr
+    assert [line for line in stderr.splitlines() if "error" in line.lower()] == [
+        "error: stopped by SIGTERM; rerun `dvc repro` to continue (training resumes from its last checkpoint)"
+    ]
+    assert statuses(tracking_store) == {"train": "KILLED", "parent": "KILLED"}
+
+
+def test_a_tracking_failure_mid_stage_keeps_the_work(tracking_store, in_repo, capsys):
+    with tracking.stage_run("evaluate", {}, "test-exp", {}) as run:
+
+        def broken(*args, **kwargs):
+            raise ConnectionError("server went away\nsecond line")
+
+        run.client.log_batch = broken
+        run.log_metrics({"a": 1.0})
+        run.log_metrics({"b": 2.0})  # logging is off now: no second warning
+        (in_repo / "out.txt").write_text("done")
+    assert (in_repo / "out.txt").read_text() == "done"
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: MLflow tracking failed (server went away); outputs are kept, this stage goes on untracked"
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_tracking_server_stops_at_once_or_is_skipped(monkeypatch, capsys):
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(PipelineError, match=f"MLflow tracking server {uri} is unreachable .*tracking.unreachable=skip"):
+        tracking.check_tracking("fail")
+    assert tracking.check_tracking("skip") is False
+    assert "runs without tracking" in capsys.readouterr().err
+    with tracking.stage_run("train", {}, "test-exp", {}, enabled=False) as run:
+        run.log_metrics({"a": 1.0})  # a no-op, no network
+    assert run.client is None
+
+
+def test_a_tracking_failure_mid_stage_still_ends_the_run_when_the_store_answers(tracking_store, in_repo):
+    with tracking.stage_run("evaluate", {}, "test-exp", {}) as run:
+        run._call("get_run", "no-such-run")  # fails: logging is off
+        assert run.failed
+    assert statuses(tracking_store) == {"evaluate": "FINISHED", "parent": "FINISHED"}
+
+
+def test_artifacts_of_the_default_store_land_beside_it(monkeypatch, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    queue_copy = tmp_path / "queue-copy"  # a queued run executes in a temporary copy; DVC_ROOT is the repo
+    queue_copy.mkdir()
+    (queue_copy / "params.yaml").write_text("lr: 1\n")
+    monkeypatch.chdir(queue_copy)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    with tracking.stage_run("evaluate", {}, "test-exp", {}) as run:
+        (queue_copy / "plot.png").write_bytes(b"png")
+        run.log_artifact(queue_copy / "plot.png")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_experiment_by_name("test-exp").artifact_location == (tmp_path / "mlartifacts").resolve().as_uri()
+    assert list((tmp_path / "mlartifacts").rglob("plot.png"))
 
 
 def test_default_store_is_at_the_dvc_root(monkeypatch, tmp_path):

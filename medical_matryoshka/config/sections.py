@@ -255,6 +255,15 @@ class PathsConfig:
 @dataclasses.dataclass(frozen=True)
 class TrackingConfig:
     experiment: str
+    unreachable: str  # a remote tracking server that does not answer: fail (stop at once) | skip (run untracked)
 
     def validate(self, key: str) -> None:
-        _require([(bool(self.experiment.strip()), f"{key}experiment must not be empty")])
+        _require(
+            [
+                (bool(self.experiment.strip()), f"{key}experiment must not be empty"),
+                (
+                    self.unreachable in ("fail", "skip"),
+                    f"{key}unreachable must be fail or skip, got {self.unreachable!r}",
+                ),
+            ]
+        )

@@ -20,10 +20,33 @@ from medical_matryoshka.errors import PipelineError
 PIPELINE_FILE = "dvc.yaml"
 
 
+def _stages(pipeline_file: str | Path) -> dict[str, Any]:
+    return yaml.safe_load(Path(pipeline_file).read_text(encoding="utf-8")).get("stages", {})
+
+
+def _paths(entries: list) -> list[str]:
+    """Paths of a deps/outs/metrics list, whose entries are `path` or `{path: options}`."""
+    return [e if isinstance(e, str) else next(iter(e)) for e in entries]
+
+
+def final_stages(pipeline_file: str | Path = PIPELINE_FILE) -> set[str]:
+    """The stages whose outputs no other stage reads: the pipeline is done when they are."""
+    stages = _stages(pipeline_file)
+    read = [dep for spec in stages.values() for dep in _paths(spec.get("deps", []))]
+    return {
+        name
+        for name, spec in stages.items()
+        if not any(
+            dep == out or dep.startswith(out.rstrip("/") + "/")
+            for out in _paths(spec.get("outs", []) + spec.get("metrics", []))
+            for dep in read
+        )
+    }
+
+
 def declared_params(stage: str, pipeline_file: str | Path = PIPELINE_FILE) -> list[str]:
     """The params keys dvc.yaml lists for `stage` (dotted, as DVC reads them)."""
-    pipeline = yaml.safe_load(Path(pipeline_file).read_text(encoding="utf-8"))
-    spec = pipeline.get("stages", {}).get(stage)
+    spec = _stages(pipeline_file).get(stage)
     if spec is None:
         raise PipelineError(f"{pipeline_file} has no stage '{stage}'")
     keys = spec.get("params", [])
@@ -57,16 +80,24 @@ class StageConfig:
     all_params: dict[str, Any]  # the whole params.yaml, for the pipeline's parent run
     paths: PathsConfig
     tracking: TrackingConfig
+    final: bool  # the pipeline's last stage: its parent MLflow run is FINISHED when this one is
+    tracked: bool  # False when the remote tracking server is down and tracking.unreachable is skip
 
     @classmethod
     def load(cls, stage: str, params_file: str | Path = PARAMS_FILE, pipeline_file: str | Path = PIPELINE_FILE):
+        """The stage's view of params.yaml; a remote tracking store is checked now, before any work."""
+        from medical_matryoshka.tracking.runs import check_tracking
+
         params = load_params(params_file)
+        tracking = section(TrackingConfig, params, "tracking")
         return cls(
             stage,
             select(params, declared_params(stage, pipeline_file)),
             params,
             section(PathsConfig, params, "paths"),
-            section(TrackingConfig, params, "tracking"),
+            tracking,
+            stage in final_stages(pipeline_file),
+            check_tracking(tracking.unreachable),
         )
 
     def _declared(self, key: str) -> Any:
@@ -94,4 +125,6 @@ class StageConfig:
         """This stage's MLflow run (logging its declared params), nested under the pipeline's parent run."""
         from medical_matryoshka.tracking.runs import stage_run
 
-        return stage_run(self.stage, self.params, self.tracking.experiment, self.all_params)
+        return stage_run(
+            self.stage, self.params, self.tracking.experiment, self.all_params, final=self.final, enabled=self.tracked
+        )

@@ -7,15 +7,25 @@ in the shared store. Nothing happens at import time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import socket
 import subprocess
+import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from medical_matryoshka.errors import Interrupted, PipelineError
+
 PIPELINE_TAG = "pipeline_key"
+HOST_TAG, PID_TAG = "stage_host", "stage_pid"  # who runs a stage: a RUNNING run whose process is gone was killed
+# A server that goes away mid-run costs seconds, not MLflow's default minutes of retries (the user's settings win).
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
 
 def tracking_uri() -> str:
@@ -28,9 +38,43 @@ def _repo_root() -> Path:
     return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
 
 
-def artifact_root() -> str | None:
-    """Artifacts beside the default SQLite store (not in a queued run's temp copy); servers pick their own."""
-    return None if os.environ.get("MLFLOW_TRACKING_URI") else (_repo_root() / "mlartifacts").as_uri()
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store go beside its file (<repo>/mlartifacts for the default store), so a
+    queued run's temporary copy never holds them; a server or file store picks its own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
+@functools.cache
+def server_problem(uri: str, timeout: float = 5.0) -> str | None:
+    """Why the tracking server at `uri` cannot be reached (None for a reachable server or a local store)."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None  # something answers (a proxy, an auth wall): MLflow's own errors say more
+    except (OSError, ValueError) as err:
+        return str(getattr(err, "reason", err))
+
+
+def check_tracking(unreachable: str) -> bool:
+    """Whether to track: a remote store must answer within seconds. Unreachable: stop with one line
+    (`tracking.unreachable: fail`) or say so and run untracked (`skip`)."""
+    uri = tracking_uri()
+    problem = server_problem(uri)
+    if problem is None:
+        return True
+    message = f"MLflow tracking server {uri} is unreachable ({problem})"
+    if unreachable == "skip":
+        print(f"warning: {message}; this stage runs without tracking (tracking.unreachable=skip)", file=sys.stderr)
+        return False
+    raise PipelineError(
+        f"{message}; start it, unset MLFLOW_TRACKING_URI to track in the local store, "
+        "or run without tracking: -S tracking.unreachable=skip"
+    )
 
 
 def _git_head() -> str:
@@ -69,11 +113,36 @@ def metric_name(name: str) -> str:
     return name.replace("@", "_at_")
 
 
-class StageRun:
-    """Handle for logging into a stage's run and its pipeline parent run."""
+def warn_tracking_failed(err: Exception) -> None:
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    print(
+        f"warning: MLflow tracking failed ({reason}); outputs are kept, this stage goes on untracked", file=sys.stderr
+    )
 
-    def __init__(self, client, run_id: str, parent_id: str) -> None:
+
+class StageRun:
+    """Handle for logging into a stage's run and its pipeline parent run.
+
+    Logging never sinks a stage: the first failure prints one warning and turns logging off, so outputs
+    that are already written stay. A handle without a client (tracking skipped) logs nothing.
+    """
+
+    def __init__(self, client, run_id: str = "", parent_id: str = "") -> None:
         self.client, self.run_id, self.parent_id = client, run_id, parent_id
+        self.failed = False
+
+    def _call(self, method: str, *args, after_failure: bool = False, **kwargs) -> bool:
+        """client.method(...); False if skipped or failed. After one failure only `after_failure` calls run."""
+        if self.client is None or (self.failed and not after_failure):
+            return False
+        try:
+            getattr(self.client, method)(*args, **kwargs)
+            return True
+        except Exception as err:  # noqa: BLE001 - any tracking failure: keep the work, stop logging
+            if not self.failed:
+                warn_tracking_failed(err)
+            self.failed = True
+            return False
 
     def log_metrics(self, metrics: Mapping[str, Any], parent: bool = False, step: int = 0) -> None:
         """Log nested numeric metrics under flattened names; also on the parent if `parent`."""
@@ -84,51 +153,109 @@ class StageRun:
         flat = flatten(metrics)
         batch = [Metric(metric_name(k), float(v), now, step) for k, v in flat.items() if isinstance(v, int | float)]
         for run_id in (self.run_id, self.parent_id) if parent else (self.run_id,):
-            self.client.log_batch(run_id, metrics=batch)
+            self._call("log_batch", run_id, metrics=batch)
 
     def log_artifact(self, path: str | Path) -> None:
         """Attach a file (a plot, a report) to the stage's run."""
-        self.client.log_artifact(self.run_id, str(path))
+        self._call("log_artifact", self.run_id, str(path))
+
+    def end(self, status: str, parent_status: str) -> None:
+        """The stage run's final state, and the parent's: SCHEDULED while later stages are still to run.
+        Tried even after a logging failure (the store may be back), given up at the first failure."""
+        if not self._call("set_terminated", self.run_id, status=status, after_failure=True):
+            return
+        if parent_status == "SCHEDULED":
+            self._call("update_run", self.parent_id, status=parent_status, after_failure=True)
+        else:
+            self._call("set_terminated", self.parent_id, status=parent_status, after_failure=True)
 
 
-@contextmanager
-def stage_run(
-    stage: str, params: Mapping[str, Any], experiment: str, all_params: Mapping[str, Any]
-) -> Iterator[StageRun]:
-    """Start `stage`'s run nested under this pipeline execution's parent run.
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
-    `params` are the keys the stage reads (logged on its run); `all_params` (the whole params.yaml)
-    goes on the parent, so the UI's run comparison lines up the knobs of a sweep.
-    """
+
+def end_orphaned_runs(client, exp_id: str) -> None:
+    """Mark KILLED the stage runs (and their parents) left RUNNING by processes of this host that are gone."""
+    host = socket.gethostname()
+    running = client.search_runs(
+        [exp_id], filter_string=f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{host}'", max_results=1000
+    )
+    for run in running:
+        pid = run.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and not _alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            client.set_terminated(run.data.tags["mlflow.parentRunId"], status="KILLED")
+
+
+def _open_runs(stage: str, params: Mapping[str, Any], experiment: str, all_params: Mapping[str, Any]) -> StageRun:
+    """Find or create this execution's parent run, sweep orphaned runs, create the stage's run."""
     import mlflow
     from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(tracking_uri())
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_root())
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_root(uri))
+    end_orphaned_runs(client, exp_id)
     key, run_name, tags = pipeline_identity()
     # Only parent runs carry the pipeline tag.
     found = client.search_runs([exp_id], filter_string=f"tags.{PIPELINE_TAG} = '{key}'", max_results=1)
     if found:
         parent_id = found[0].info.run_id
+        client.update_run(parent_id, status="RUNNING")
     else:
         parent = client.create_run(exp_id, run_name=run_name, tags={PIPELINE_TAG: key, **tags})
         parent_id = parent.info.run_id
         flat = flatten(all_params)
         client.log_batch(parent_id, params=[Param(k, str(v)[:6000]) for k, v in flat.items()])
+    owner = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
     child = client.create_run(
-        exp_id,
-        run_name=stage,
-        tags={"mlflow.parentRunId": parent_id, "stage": stage, **tags},
+        exp_id, run_name=stage, tags={"mlflow.parentRunId": parent_id, "stage": stage, **tags, **owner}
     )
     run_id = child.info.run_id
     client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in flatten(params).items()])
+    return StageRun(client, run_id, parent_id)
+
+
+@contextmanager
+def stage_run(
+    stage: str,
+    params: Mapping[str, Any],
+    experiment: str,
+    all_params: Mapping[str, Any],
+    final: bool = True,
+    enabled: bool | None = None,
+) -> Iterator[StageRun]:
+    """Start `stage`'s run nested under this pipeline execution's parent run.
+
+    `params` are the keys the stage reads (logged on its run); `all_params` (the whole params.yaml)
+    goes on the parent, so the UI's run comparison lines up the knobs of a sweep. The stage run ends
+    FINISHED, FAILED (an error) or KILLED (a signal); the parent follows a failure or a kill, and is
+    FINISHED only after a `final` stage (the pipeline's last), SCHEDULED after the others. `enabled`:
+    the stage's earlier `check_tracking` (None: check now, stopping if a remote store is unreachable).
+    """
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    run = StageRun(None)
+    if enabled if enabled is not None else check_tracking("fail"):
+        try:
+            run = _open_runs(stage, params, experiment, all_params)
+        except Exception as err:  # noqa: BLE001 - a store that fails now must not stop the stage
+            warn_tracking_failed(err)
     try:
-        yield StageRun(client, run_id, parent_id)
-    except BaseException:
-        client.set_terminated(run_id, status="FAILED")
+        yield run
+    except (Interrupted, KeyboardInterrupt):
+        run.end("KILLED", "KILLED")
         raise
-    client.set_terminated(run_id, status="FINISHED")
-    client.set_terminated(parent_id, status="FINISHED")
+    except BaseException:
+        run.end("FAILED", "FAILED")
+        raise
+    run.end("FINISHED", "FINISHED" if final else "SCHEDULED")

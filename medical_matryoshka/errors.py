@@ -24,6 +24,12 @@ def _interrupt(signum: int, _frame) -> None:
     raise Interrupted(signum)
 
 
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none)."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(err).__name__
+
+
 def require_input(path: str | Path, stage: str, what: str = "") -> Path:
     """`path` if it exists, else the one-line error naming the stage that produces it."""
     path = Path(path)

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
+MODEL_MARKERS = ("modules.json", "config.json")  # a sentence-transformers / a transformers model folder
+
+
 def _hub_reachable(timeout: float = 5.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         return False
@@ -41,6 +44,11 @@ def resolve_model_path(cfg: ModelSource) -> str:
             ) from None
         return str(module.get_model_path())
     if Path(cfg.name).is_dir():
+        if not any((Path(cfg.name) / marker).is_file() for marker in MODEL_MARKERS):
+            raise PipelineError(
+                f"model.name {cfg.name} is a folder but not a model (no {' or '.join(MODEL_MARKERS)}); point it at "
+                "a sentence-transformers or Hugging Face model folder, or at a hub id"
+            )
         return cfg.name
     from huggingface_hub import snapshot_download
 

@@ -145,6 +145,12 @@ def mine_hard_negatives(model, pairs: pd.DataFrame, cfg: MiningConfig, seed: int
         rows.append([anchor, positive, *(corpus.texts[c] for c in chosen)])
         pos_scores.append(pos_score)
         neg_scores.extend(float(scores[a, c]) for c in chosen)
+    if not rows:
+        raise PipelineError(
+            f"mining kept none of the {len(pairs)} training pairs ({len(corpus.doc_texts)} training documents): every "
+            f"candidate was skipped by a guard ({dict(skipped)}); use more data (data.max_docs) or train on "
+            "plain pairs (-S mining.enabled=false)"
+        )
     columns = ["anchor", "positive", *(f"negative_{i + 1}" for i in range(cfg.num_negatives))]
     stats = {
         "rows_in": len(pairs),

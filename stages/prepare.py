@@ -12,7 +12,7 @@ from medical_matryoshka.atomic import output_dir, write_json
 from medical_matryoshka.config.sections import DataConfig, ModelSource
 from medical_matryoshka.config.stage import StageConfig
 from medical_matryoshka.data.leakage import check_leakage
-from medical_matryoshka.data.sources import load_records
+from medical_matryoshka.data.sources import load_records, require_tracked
 from medical_matryoshka.data.splits import assign_splits, retrieval_set, train_pairs
 from medical_matryoshka.data.stats import dataset_stats
 from medical_matryoshka.errors import run_main
@@ -23,6 +23,7 @@ def main() -> None:
     stage = StageConfig.load("prepare")
     data, model = stage.section(DataConfig, "data"), stage.section(ModelSource, "model")
 
+    require_tracked(data, stage.paths.raw)
     records = assign_splits(load_records(data), data.dev_fraction, data.test_fraction, stage.seed(), data.max_docs)
     pairs = train_pairs(records, exclude=check_leakage(records, data.boilerplate_max_words))
     stats = dataset_stats(records, pairs, load_tokenizer(model), model.max_seq_length)

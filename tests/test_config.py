@@ -178,7 +178,7 @@ def test_dims_above_the_model_dimension_are_rejected(params):
         check_dims(model, 64)
 
 
-@pytest.mark.parametrize(("ndcg_at_k", "expected"), [((10,), "cosine_ndcg@10"), ((5, 20), "cosine_ndcg@20")])
+@pytest.mark.parametrize(("ndcg_at_k", "expected"), [((10,), "cosine_ndcg@10"), ((5, 10), "cosine_ndcg@10")])
 def test_primary_metric_is_the_stock_evaluators(params, tiny_model, ndcg_at_k, expected):
     from medical_matryoshka.retrieval.scoring import RetrievalSet, make_evaluator
 
@@ -187,6 +187,32 @@ def test_primary_metric_is_the_stock_evaluators(params, tiny_model, ndcg_at_k, e
     stock = make_evaluator(rs, eval_cfg)
     stock(tiny_model)
     assert eval_cfg.primary_metric == stock.primary_metric == expected
+
+
+@pytest.mark.parametrize("ndcg_at_k", [[5], [5, 20]])
+def test_ndcg_cut_offs_must_end_at_the_primary_metric_s(params, ndcg_at_k):
+    params["eval"]["ndcg_at_k"] = ndcg_at_k
+    with pytest.raises(PipelineError, match=r"eval.ndcg_at_k must have 10 as its largest cut-off"):
+        section(EvalConfig, params, "eval")
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        (("lrr",), r"unknown key 'lrr' \(known: batch_size, data, "),
+        (("train", "lrr"), r"unknown key 'train.lrr' \(known: batch_sampler, directions, "),
+        (("train", "lr"), r"unknown key 'train.lr'"),  # a knob sits at the top level, not in train
+        (("tracking", "uri"), r"unknown key 'tracking.uri' \(known: experiment, unreachable\)"),
+    ],
+)
+def test_an_unknown_key_stops_every_stage_in_one_line(tmp_path, params, path, message):
+    target = params
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = 1  # as `-S +lrr=1` writes it: without the check, no stage would read it
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(PipelineError, match=message + ".*remove it from conf/ or from the -S overrides"):
+        StageConfig.load("baseline", tmp_path / "params.yaml", REPO / "dvc.yaml")
 
 
 def test_each_stage_sees_exactly_its_declared_params(tmp_path):

@@ -58,8 +58,12 @@ def test_card_profile_is_the_cards_recipe(tmp_path):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"lr": 0}, "lr must be > 0"),
-        ({"lr": -1e-5}, "lr must be > 0"),
+        ({"lr": 0}, r"lr must be in \(0, 1\)"),
+        ({"lr": -1e-5}, r"lr must be in \(0, 1\)"),
+        ({"lr": 1e10}, r"lr must be in \(0, 1\) .* got 1e\+10"),
+        ({"seed": -1}, r"seed must be in \[0, 2\*\*32\)"),
+        ({"train": {"matryoshka_weights": [1, -1, 1, 1, 1]}}, "train.matryoshka_weights must be >= 0"),
+        ({"train": {"matryoshka_weights": [0, 0, 0, 0, 0]}}, "not all 0"),
         ({"batch_size": 1}, "batch_size must be >= 2"),
         ({"epochs": 0}, "epochs must be > 0"),
         ({"scheduler": "cyclic"}, "scheduler must be one of"),

@@ -9,6 +9,7 @@ from medical_matryoshka.config.params import RECOMPOSE, build
 from medical_matryoshka.errors import PipelineError
 
 SCORE_FUNCTION = "cosine"  # retrieval ranks by cosine similarity, as the card's evaluator does
+PRIMARY_CUTOFF = 10  # runs are compared by NDCG@10, as in the card (dvc.yaml's plot reads column ndcg_at_10)
 
 
 def _require(checks: list[tuple[bool, str]]) -> None:
@@ -96,6 +97,16 @@ class EvalConfig:
         for name in ("accuracy_at_k", "precision_recall_at_k", "ndcg_at_k", "mrr_at_k", "map_at_k"):
             ks = getattr(self, name)
             _require([(bool(ks) and all(k > 0 for k in ks), f"{key}{name} must be a non-empty list of positive ints")])
+        _require(
+            [
+                (
+                    max(self.ndcg_at_k) == PRIMARY_CUTOFF,
+                    f"{key}ndcg_at_k must have {PRIMARY_CUTOFF} as its largest cut-off, got {list(self.ndcg_at_k)}: "
+                    f"NDCG@{PRIMARY_CUTOFF} is the primary metric (the best checkpoint, dvc.yaml's plot, the card's "
+                    f"table); add other cut-offs below it",
+                )
+            ]
+        )
 
     @property
     def primary_metric(self) -> str:
@@ -196,7 +207,8 @@ class TrainConfig:
         directions_ok = "query_to_doc" in self.directions and set(self.directions) <= set(DIRECTIONS)
         _require(
             [
-                (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+                (0 <= self.seed < 2**32, f"seed must be in [0, 2**32), got {self.seed}"),
+                (0 < self.lr < 1, f"lr must be in (0, 1) (fine-tuning uses about 1e-5 to 1e-4), got {self.lr:g}"),
                 (self.epochs > 0, f"epochs must be > 0, got {self.epochs}"),
                 (self.batch_size >= 2, f"batch_size must be >= 2 (in-batch negatives), got {self.batch_size}"),
                 (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
@@ -208,6 +220,11 @@ class TrainConfig:
                 (self.logging_steps >= 1, f"train.logging_steps must be >= 1, got {self.logging_steps}"),
                 _one_of("train.precision", self.precision, PRECISIONS),
                 (self.scale > 0, f"train.scale must be > 0, got {self.scale}"),
+                (
+                    self.matryoshka_weights is None
+                    or (min(self.matryoshka_weights) >= 0 and sum(self.matryoshka_weights) > 0),
+                    f"train.matryoshka_weights must be >= 0, not all 0 (null: all 1), got {self.matryoshka_weights}",
+                ),
                 (
                     self.hardness_mode is None or self.hardness_mode in HARDNESS_MODES,
                     f"train.hardness_mode must be null or one of {', '.join(HARDNESS_MODES)}, "
@@ -267,3 +284,33 @@ class TrackingConfig:
                 ),
             ]
         )
+
+
+# params.yaml's sections and the dataclass each is read as.
+SECTIONS = {
+    "data": DataConfig,
+    "eval": EvalConfig,
+    "mining": MiningConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "paths": PathsConfig,
+    "tracking": TrackingConfig,
+}
+
+
+def check_known_keys(params: dict[str, Any]) -> None:
+    """Every key of params.yaml is one the pipeline reads: a typo or `-S +lrr=1` would otherwise be ignored."""
+    known = set(SECTIONS) | set(TRAIN_KNOBS)
+    fix = f"remove it from conf/ or from the -S overrides; {RECOMPOSE}"
+    for key, value in params.items():
+        if key not in known:
+            raise PipelineError(f"params.yaml: unknown key '{key}' (known: {', '.join(sorted(known))}); {fix}")
+        if key in SECTIONS and isinstance(value, dict):
+            fields = {f.name for f in dataclasses.fields(SECTIONS[key])} - (
+                set(TRAIN_KNOBS) if key == "train" else set()
+            )
+            unknown = sorted(set(value) - fields)
+            if unknown:
+                raise PipelineError(
+                    f"params.yaml: unknown key '{key}.{unknown[0]}' (known: {', '.join(sorted(fields))}); {fix}"
+                )

@@ -14,7 +14,14 @@ from typing import Any
 import yaml
 
 from medical_matryoshka.config.params import PARAMS_FILE, RECOMPOSE, build, convert, load_params, section
-from medical_matryoshka.config.sections import TRAIN_KNOBS, PathsConfig, TrackingConfig, TrainConfig, train_config
+from medical_matryoshka.config.sections import (
+    TRAIN_KNOBS,
+    PathsConfig,
+    TrackingConfig,
+    TrainConfig,
+    check_known_keys,
+    train_config,
+)
 from medical_matryoshka.errors import PipelineError
 
 PIPELINE_FILE = "dvc.yaml"
@@ -89,6 +96,7 @@ class StageConfig:
         from medical_matryoshka.tracking.runs import check_tracking
 
         params = load_params(params_file)
+        check_known_keys(params)
         tracking = section(TrackingConfig, params, "tracking")
         return cls(
             stage,
@@ -113,7 +121,10 @@ class StageConfig:
         return build(cls, self._declared(key), f"{key}.")
 
     def seed(self) -> int:
-        return convert(self._declared("seed"), int, "seed")
+        seed = convert(self._declared("seed"), int, "seed")
+        if not 0 <= seed < 2**32:
+            raise PipelineError(f"params.yaml: seed must be in [0, 2**32) (numpy's range), got {seed}")
+        return seed
 
     def training(self) -> TrainConfig:
         """params.train plus the top-level sweep knobs (lr, epochs, ...): all must be declared."""

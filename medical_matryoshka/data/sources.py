@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.errors import PipelineError, first_line
 
 if TYPE_CHECKING:
     from medical_matryoshka.config.sections import DataConfig
@@ -78,13 +78,36 @@ def pairs_to_records(frame: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.Da
             "map yours with -S data.columns.anchor=NAME -S data.columns.positive=NAME"
         )
     pairs = frame[[anchor_col, positive_col]].rename(columns={anchor_col: "anchor", positive_col: "positive"})
-    if pairs.isna().any().any() or (pairs.astype(str).apply(lambda s: s.str.strip()) == "").any().any():
+    if pairs.isna().any().any():
         raise PipelineError(f"{origin} has rows with an empty anchor or positive; remove them and rerun")
-    pairs = pairs.astype(str)
+    for column, source in (("anchor", anchor_col), ("positive", positive_col)):
+        not_text = pairs.index[[not isinstance(v, str) for v in pairs[column]]]
+        if len(not_text):
+            row = not_text[0]
+            raise PipelineError(
+                f"{origin} row {row + 1}: column '{source}' holds {type(pairs.at[row, column]).__name__} "
+                f"{str(pairs.at[row, column])[:40]!r}, not text ({len(not_text)} row(s) like it); "
+                "every anchor and positive must be a string"
+            )
+    if (pairs.apply(lambda s: s.str.strip()) == "").any().any():
+        raise PipelineError(f"{origin} has rows with an empty anchor or positive; remove them and rerun")
     pairs["doc_id"] = [hashlib.sha1(a.encode("utf-8")).hexdigest()[:16] for a in pairs["anchor"]]
     pairs["passage_id"] = [f"{d}-{i}" for i, d in enumerate(pairs["doc_id"])]
     pairs["split"] = None
     return pairs[RECORD_COLUMNS].reset_index(drop=True)
+
+
+def require_utf8(path: Path) -> None:
+    """Text data must be UTF-8: otherwise one line naming the first bad byte and its line."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise PipelineError(
+            f"data file {path} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); "
+            f"re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8"
+        ) from None
 
 
 def load_pairs_file(cfg: DataConfig) -> pd.DataFrame:
@@ -97,10 +120,15 @@ def load_pairs_file(cfg: DataConfig) -> pd.DataFrame:
         raise PipelineError(f"data.path {path} must end in one of {', '.join(FILE_FORMATS)}")
     if not path.is_file():
         raise PipelineError(f"data file {path} does not exist; put your pairs there or set data.path")
+    if path.stat().st_size == 0:
+        raise PipelineError(f"data file {path} is empty (0 bytes); write your pairs into it or set data.path")
+    if fmt != "parquet":
+        require_utf8(path)
     try:
         frame = load_dataset(fmt, data_files=str(path), split="train").to_pandas()
     except Exception as err:
-        raise PipelineError(f"cannot read {path} as {fmt}: {str(err).splitlines()[0]}") from None
+        cause = err.__cause__ or err.__context__ or err  # datasets wraps the reader's own error
+        raise PipelineError(f"cannot read {path} as {fmt}: {first_line(cause)}") from None
     return pairs_to_records(frame, cfg, str(path))
 
 
@@ -124,6 +152,19 @@ SOURCES: dict[str, Callable[[DataConfig], pd.DataFrame]] = {
     "hf": load_hf_pairs,
     "file": load_pairs_file,
 }
+
+
+def require_tracked(cfg: DataConfig, raw: str) -> None:
+    """Local data must lie under paths.raw, a dependency of `prepare` in dvc.yaml: DVC hashes nothing else,
+    so a file elsewhere could change without rerunning the pipeline (a stale model)."""
+    if cfg.source == "hf":
+        return  # a hub dataset: pinned by data.hf_revision instead
+    if not Path(cfg.path).resolve().is_relative_to(Path(raw).resolve()):
+        name = Path(cfg.path).name
+        raise PipelineError(
+            f"data.path {cfg.path} is outside {raw}/, the folder DVC tracks for prepare, so a change to it would "
+            f"go unseen; copy it there (cp {cfg.path} {raw}/{name}) and use -S data.path={raw}/{name}"
+        )
 
 
 def load_records(cfg: DataConfig) -> pd.DataFrame:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from medical_matryoshka.errors import Interrupted, PipelineError
+from medical_matryoshka.errors import Interrupted, PipelineError, first_line
 
 PIPELINE_TAG = "pipeline_key"
 HOST_TAG, PID_TAG = "stage_host", "stage_pid"  # who runs a stage: a RUNNING run whose process is gone was killed
@@ -114,9 +114,9 @@ def metric_name(name: str) -> str:
 
 
 def warn_tracking_failed(err: Exception) -> None:
-    reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
     print(
-        f"warning: MLflow tracking failed ({reason}); outputs are kept, this stage goes on untracked", file=sys.stderr
+        f"warning: MLflow tracking failed ({first_line(err)[:200]}); outputs are kept, this stage goes on untracked",
+        file=sys.stderr,
     )
 
 

@@ -19,6 +19,7 @@ from medical_matryoshka.models import load_model
 from medical_matryoshka.plots import metric_by_dim, write_plots
 from medical_matryoshka.retrieval.scoring import load_retrieval_set, score_all_dims
 from medical_matryoshka.retrieval.tables import metric_change
+from medical_matryoshka.training.checkpoints import discard_finished
 
 
 def main() -> None:
@@ -30,6 +31,9 @@ def main() -> None:
     card = json.loads(Path(paths.card).read_text(encoding="utf-8"))
     require_input(paths.model, "train", what="fine-tuned model ")
     model = load_model(dataclasses.replace(model_cfg, name=paths.model, embedded_package=None))
+    stale = discard_finished(Path(paths.checkpoints), Path(paths.train_metrics), Path(paths.model))
+    if stale:
+        print(f"removed {stale}: checkpoints of an interrupted run whose model DVC has since put in place")
 
     with stage.track() as run:
         finetuned = score_all_dims(model, test_set, model_cfg.dims, eval_cfg)

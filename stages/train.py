@@ -75,7 +75,7 @@ def train_and_save(
         summary = training_summary(trainer, outcome, data, cfg.epochs, rotation, model_cfg.dims, eval_cfg)
         with output_dir(paths.model) as out:
             model.save(str(out))
-        write_json(paths.train_metrics, summary)
+        write_json(paths.train_metrics, {**summary, "checkpoint_key": checkpoints.name})
         run.log_metrics({k: v for k, v in summary.items() if not isinstance(v, list)})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pandas as pd
 import pytest
@@ -358,3 +359,19 @@ def test_a_trainer_does_not_outlive_the_process_that_started_it():
         time.sleep(0.1)
     os.kill(child, signal.SIGKILL)
     raise AssertionError("the child kept running after its parent was killed")
+
+
+def test_checkpoints_of_a_model_already_in_place_are_removed_unless_held(tmp_path):
+    from medical_matryoshka.training.checkpoints import discard_finished
+
+    root, model, metrics = tmp_path / "checkpoints", tmp_path / "model", tmp_path / "train.json"
+    (root / "k1" / "checkpoint-3").mkdir(parents=True)
+    (root / "k2" / "checkpoint-5").mkdir(parents=True)  # another params' interrupted run: kept for resuming
+    metrics.write_text(json.dumps({"checkpoint_key": "k1"}))
+    assert discard_finished(root, metrics, model) is None  # no model in place yet
+    model.mkdir()
+    with exclusive(root / "k1"):  # a trainer holds it
+        assert discard_finished(root, metrics, model) is None
+    assert (root / "k1").is_dir()
+    assert discard_finished(root, metrics, model) == root / "k1"
+    assert not (root / "k1").exists() and (root / "k2" / "checkpoint-5").is_dir()

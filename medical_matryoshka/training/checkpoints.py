@@ -85,3 +85,23 @@ def exclusive(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def discard_finished(root: Path, train_metrics: Path, model: Path) -> Path | None:
+    """Remove the checkpoint folder of the model now in place, if any; returns it.
+
+    A successful run removes its own folder. One is left behind when a run was interrupted and DVC later
+    restored the same params' model from its run cache without training. A folder a trainer holds stays.
+    """
+    if not (model.is_dir() and train_metrics.is_file()):
+        return None
+    key = json.loads(train_metrics.read_text(encoding="utf-8")).get("checkpoint_key")
+    folder = root / key if isinstance(key, str) and key else None
+    if folder is None or not folder.is_dir():
+        return None
+    try:
+        with exclusive(folder):
+            shutil.rmtree(folder)
+    except PipelineError:
+        return None  # a training run holds it
+    return folder

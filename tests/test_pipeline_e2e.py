@@ -63,6 +63,24 @@ def copy_worktree(dest: Path) -> Path:
     return dest
 
 
+def tiny_repo(dest: Path, pubmedqa_dir: Path, tiny_model_dir: Path) -> Path:
+    """This repository, committed, on the tiny model, 8 documents per split and one short epoch."""
+    copy_worktree(dest)
+    model = {"name": str(tiny_model_dir), "embedded_package": None, "dims": [64, 32, 16], "max_seq_length": 64}
+    spec = {"defaults": [{"/train": "default"}, "_self_"], "model": model}  # as conf/model/minilm.yaml
+    (dest / "conf/model/tiny.yaml").write_text("# @package _global_\n" + yaml.safe_dump(spec, sort_keys=False))
+    cfg = dest / "conf/config.yaml"
+    cfg.write_text(cfg.read_text().replace("- model: minilm", "- model: tiny"))
+    set_yaml_keys(dest / "conf/data/pairs.yaml", max_docs=8)  # pubmedqa.yaml inherits it
+    set_yaml_keys(dest / "conf/mining/default.yaml", range_max=5)
+    run(["python", "-m", "commands.fetch_raw", "--from", str(pubmedqa_dir)], dest)
+    set_yaml_keys(dest / "conf/train/default.yaml", epochs=1, batch_size=4, matryoshka_weights="null")
+    run(["python", "-m", "commands.compose_params"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], dest)
+    return dest
+
+
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory, pubmedqa_dir) -> Path:
     dest = copy_worktree(tmp_path_factory.mktemp("e2e") / "repo")
@@ -84,7 +102,7 @@ def first_repro(clone) -> subprocess.CompletedProcess:
 
 def test_repro_runs_every_stage_offline(clone, first_repro):
     out = first_repro.stdout
-    for stage in ("prepare", "baseline", "mine", "train", "evaluate"):
+    for stage in ("check_params", "prepare", "baseline", "mine", "train", "evaluate"):
         assert f"Running stage '{stage}'" in out
     data = json.loads((clone / "metrics/data.json").read_text())
     assert data["rows"]["test_docs"] == MAX_DOCS and data["rows"]["train_pairs"] > 0

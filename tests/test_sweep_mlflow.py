@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -11,19 +10,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.test_pipeline_e2e import copy_worktree, experiments, run, set_yaml_keys
+from tests.conftest import free_port
+from tests.test_pipeline_e2e import experiments, run, tiny_repo
 
 pytestmark = pytest.mark.slow
 
 LRS = ("1e-05", "3e-05")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rest(base: str, path: str, body: dict | None = None) -> dict:
@@ -62,21 +55,7 @@ def mlflow_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_clone(tmp_path_factory, pubmedqa_dir, tiny_model_dir) -> Path:
-    """This repository on the tiny model, 8 documents per split and one short epoch."""
-    dest = copy_worktree(tmp_path_factory.mktemp("sweep") / "repo")
-    model = {"name": str(tiny_model_dir), "embedded_package": None, "dims": [64, 32, 16], "max_seq_length": 64}
-    spec = {"defaults": [{"/train": "default"}, "_self_"], "model": model}  # as conf/model/minilm.yaml
-    (dest / "conf/model/tiny.yaml").write_text("# @package _global_\n" + yaml.safe_dump(spec, sort_keys=False))
-    cfg = dest / "conf/config.yaml"
-    cfg.write_text(cfg.read_text().replace("- model: minilm", "- model: tiny"))
-    set_yaml_keys(dest / "conf/data/pairs.yaml", max_docs=8)  # pubmedqa.yaml inherits it
-    set_yaml_keys(dest / "conf/mining/default.yaml", range_max=5)
-    run(["python", "-m", "commands.fetch_raw", "--from", str(pubmedqa_dir)], dest)
-    set_yaml_keys(dest / "conf/train/default.yaml", epochs=1, batch_size=4, matryoshka_weights="null")
-    run(["python", "-m", "commands.compose_params"], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], dest)
-    return dest
+    return tiny_repo(tmp_path_factory.mktemp("sweep") / "repo", pubmedqa_dir, tiny_model_dir)
 
 
 def test_queued_lr_sweep_reaches_the_mlflow_server(tiny_clone, mlflow_server):
@@ -104,6 +83,7 @@ def test_queued_lr_sweep_reaches_the_mlflow_server(tiny_clone, mlflow_server):
         metrics = {m["key"]: m["value"] for m in parent["data"]["metrics"]}
         by_lr[float(params["lr"])] = metrics
     assert sorted(by_lr) == [1e-5, 3e-5]
+    assert {r["info"]["status"] for r in found["runs"]} == {"FINISHED"}  # parents too: evaluate, the last, finished
     for metrics in by_lr.values():
         for dim in (64, 32, 16):
             assert 0 <= metrics[f"finetuned.dim_{dim}.cosine_ndcg_at_10"] <= 1

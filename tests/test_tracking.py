@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 from medical_matryoshka.errors import Interrupted, PipelineError
 from medical_matryoshka.tracking import runs as tracking
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 
 
 @pytest.fixture
@@ -161,12 +160,6 @@ def test_a_tracking_failure_mid_stage_keeps_the_work(tracking_store, in_repo, ca
     assert warnings == [
         "warning: MLflow tracking failed (server went away); outputs are kept, this stage goes on untracked"
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_an_unreachable_tracking_server_stops_at_once_or_is_skipped(monkeypatch, capsys):

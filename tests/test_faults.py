@@ -1,0 +1,185 @@
+"""The fault battery: bad inputs, a dead tracking server and kills, met through `dvc repro` on a tiny config.
+
+Each case asserts what the README's "Bad input" and "Interrupted training" sections promise: the exit, one
+`error:` line and no traceback, and that the documented command brings back the last good outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+from tests.test_pipeline_e2e import run, tiny_repo
+
+pytestmark = pytest.mark.slow
+
+RESTORE = "git checkout -- params.yaml dvc.lock metrics/ data/raw/ && dvc checkout"  # the README's line
+ROWS = [
+    {"claim": f"claim {i} on aspirin and outcome {i % 3}", "passage": f"passage {i}: trial {i * 7}"} for i in range(40)
+]
+
+
+def jsonl(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, pubmedqa_dir, tiny_model_dir) -> Path:
+    """The tiny pipeline, run and committed with its results: the last good state every case returns to."""
+    dest = tiny_repo(tmp_path_factory.mktemp("faults") / "repo", pubmedqa_dir, tiny_model_dir)
+    run(["dvc", "repro"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results"], dest)
+    return dest
+
+
+def restore_and_check(repo: Path) -> None:
+    """The README's restore line brings back the committed outputs; DVC then has nothing to run."""
+    subprocess.run(["bash", "-c", RESTORE], cwd=repo, check=True, capture_output=True)
+    status = run(["dvc", "status"], repo).stdout
+    assert "up to date" in status, status
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
+    assert (repo / "models/finetuned/modules.json").is_file()
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stdout + result.stderr
+    return errors[0]
+
+
+# (id, overrides composed into params.yaml, raw files to write, the error line)
+CASES = [
+    ("seed", ["seed=-1"], {}, r"seed must be in \[0, 2\*\*32\)"),
+    ("lr", ["lr=1e10"], {}, r"lr must be in \(0, 1\) .* got 1e\+10"),
+    ("weights", ["train.matryoshka_weights=[1,-1,1]"], {}, "train.matryoshka_weights must be >= 0"),
+    ("ndcg", ["eval.ndcg_at_k=[5]"], {}, "eval.ndcg_at_k must have 10 as its largest cut-off"),
+    ("unknown key", ["+lrr=1"], {}, "unknown key 'lrr'"),
+    ("not a model", ["model.name=data/raw/notamodel"], {"notamodel/readme.txt": b"hi"}, "is a folder but not a model"),
+    ("empty mining", ["data.max_docs=1"], {}, "mining kept none of the"),
+    ("0-byte file", ["data=pairs", "data.path=data/raw/mine.jsonl"], {"mine.jsonl": b""}, r"is empty \(0 bytes\)"),
+    (
+        "not UTF-8",
+        ["data=pairs", "data.path=data/raw/mine.jsonl"],
+        {"mine.jsonl": jsonl(ROWS) + '{"anchor": "caf\xe9", "positive": "p"}\n'.encode("latin-1")},
+        r"is not UTF-8 text \(byte 0xe9 on line 41\)",
+    ),
+    (
+        "not text",
+        ["data=pairs", "data.path=data/raw/mine.jsonl", "data.columns.anchor=claim", "data.columns.positive=passage"],
+        {"mine.jsonl": jsonl([*ROWS, {"claim": ["a", "list"], "passage": 5}])},
+        r"row 41: column 'claim' holds .*not text",
+    ),
+    (
+        "outside data/raw",
+        ["data=pairs", "data.path=/tmp/pairs.jsonl"],
+        {},
+        r"is outside data/raw/.*cp /tmp/pairs.jsonl",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "files", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_the_last_results_come_back(repo, overrides, files, message):
+    for name, content in files.items():
+        (repo / "data/raw" / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / "data/raw" / name).write_bytes(content)
+    try:
+        run(["python", "-m", "commands.compose_params", *overrides], repo)  # what `dvc exp run -S` writes
+        result = run(["dvc", "repro"], repo, check=False)
+        assert result.returncode == 255  # dvc's own code; the stage exits 2
+        assert re.search(message, one_error_line(result)), one_error_line(result)
+        assert "exited with 2" in result.stderr
+    finally:
+        for name in files:
+            subprocess.run(["rm", "-rf", str(repo / "data/raw" / Path(name).parts[0])], check=True)
+    restore_and_check(repo)
+
+
+def test_corrupt_raw_file_is_one_line_and_restorable(repo):
+    raw = repo / "data/raw/pubmedqa/ori_pqal.json"
+    raw.write_bytes(raw.read_bytes()[:-10])
+    result = run(["dvc", "repro"], repo, check=False)
+    assert result.returncode == 255 and "corrupt" in one_error_line(result)
+    assert run(["git", "status", "--porcelain"], repo).stdout.strip() == "M data/raw/pubmedqa.dvc"  # dvc recorded it
+    restore_and_check(repo)  # `dvc status` hashes the raw file again: up to date means the good file is back
+
+
+def test_an_unreachable_tracking_server_stops_before_any_work_or_is_skipped(repo):
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = run(["dvc", "repro", "-f", "evaluate"], repo, check=False, MLFLOW_TRACKING_URI=dead)
+    assert result.returncode == 255
+    assert one_error_line(result).startswith(f"error: MLflow tracking server {dead} is unreachable")
+    restore_and_check(repo)
+    run(["python", "-m", "commands.compose_params", "tracking.unreachable=skip"], repo)
+    result = run(["dvc", "repro", "-f", "evaluate"], repo, MLFLOW_TRACKING_URI=dead)
+    assert "this stage runs without tracking (tracking.unreachable=skip)" in result.stderr
+    assert run(["git", "diff", "--stat", "metrics/eval.json"], repo).stdout == ""  # the same result, untracked
+    restore_and_check(repo)
+
+
+def trainers_in(repo: Path) -> list[int]:
+    """Pids of `stages.train` processes working in `repo`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if "stages.train" in cmdline and Path(os.readlink(proc / "cwd")) == repo:
+                found.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def mlflow_runs(repo: Path) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("medical-matryoshka")
+    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
+
+
+def test_sigterm_to_dvc_stops_the_trainer_and_a_torn_checkpoint_does_not_block(repo):
+    run(["python", "-m", "commands.compose_params", "epochs=30"], repo)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    dvc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while (
+        time.monotonic() < deadline
+        and len(list(repo.glob(".cache/checkpoints/*/checkpoint-*/checkpoint_complete.json"))) < 2
+    ):
+        time.sleep(0.2)
+    assert trainers_in(repo), "training did not start"
+    dvc.send_signal(signal.SIGTERM)  # `kill <dvc pid>`
+    dvc.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while trainers_in(repo) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert trainers_in(repo) == []  # the trainer did not outlive dvc
+    runs = {r.info.run_id: r for r in mlflow_runs(repo)}
+    train = next(r for r in runs.values() if r.info.run_name == "train")
+    assert train.info.status == "KILLED"
+    assert runs[train.data.tags["mlflow.parentRunId"]].info.status == "KILLED"
+
+    # a kill in the middle of writing the newest checkpoint: it lacks its completion mark
+    checkpoints = sorted(repo.glob(".cache/checkpoints/*/checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    (checkpoints[-1] / "checkpoint_complete.json").unlink()
+    result = run(["dvc", "repro"], repo)
+    assert f"removed {checkpoints[-1].relative_to(repo)}: an interrupted run left it half written" in result.stdout
+    assert f"resuming from {checkpoints[-2].relative_to(repo)}" in result.stdout
+    assert not list(repo.glob(".cache/checkpoints/*"))  # removed after the successful run
+    assert json.loads((repo / "metrics/train.json").read_text())["resumed_from_step"] > 0
+    statuses = {r.info.run_name: r.info.status for r in mlflow_runs(repo)[:2]}
+    assert statuses == {"train": "FINISHED", "evaluate": "FINISHED"}
+    restore_and_check(repo)

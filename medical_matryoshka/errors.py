@@ -21,6 +21,10 @@ class Interrupted(BaseException):
 
 
 def _interrupt(signum: int, _frame) -> None:
+    # The first signal wins: a second one (DVC forwards SIGTERM to its stage, and the stage's parent-death
+    # signal follows) must not cut the cleanup short and leave the run RUNNING. `kill -9` still stops it.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise Interrupted(signum)
 
 

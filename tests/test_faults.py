@@ -22,7 +22,7 @@ from tests.test_pipeline_e2e import run, tiny_repo
 
 pytestmark = pytest.mark.slow
 
-RESTORE = "git checkout -- params.yaml dvc.lock metrics/ data/raw/ && dvc checkout"  # the README's line
+RESTORE = "git checkout HEAD -- params.yaml dvc.lock metrics/ plots/ data/raw/ && dvc checkout"  # the README's line
 ROWS = [
     {"claim": f"claim {i} on aspirin and outcome {i % 3}", "passage": f"passage {i}: trial {i * 7}"} for i in range(40)
 ]
@@ -111,18 +111,18 @@ def test_corrupt_raw_file_is_one_line_and_restorable(repo):
     raw.write_bytes(raw.read_bytes()[:-10])
     result = run(["dvc", "repro"], repo, check=False)
     assert result.returncode == 255 and "corrupt" in one_error_line(result)
-    assert run(["git", "status", "--porcelain"], repo).stdout.strip() == "M data/raw/pubmedqa.dvc"  # dvc recorded it
+    assert " M data/raw/pubmedqa.dvc" in run(["git", "status", "--porcelain"], repo).stdout  # dvc recorded the hash
     restore_and_check(repo)  # `dvc status` hashes the raw file again: up to date means the good file is back
 
 
 def test_an_unreachable_tracking_server_stops_before_any_work_or_is_skipped(repo):
     dead = f"http://127.0.0.1:{free_port()}"
-    result = run(["dvc", "repro", "-f", "evaluate"], repo, check=False, MLFLOW_TRACKING_URI=dead)
+    result = run(["dvc", "repro", "-s", "-f", "evaluate"], repo, check=False, MLFLOW_TRACKING_URI=dead)
     assert result.returncode == 255
     assert one_error_line(result).startswith(f"error: MLflow tracking server {dead} is unreachable")
     restore_and_check(repo)
     run(["python", "-m", "commands.compose_params", "tracking.unreachable=skip"], repo)
-    result = run(["dvc", "repro", "-f", "evaluate"], repo, MLFLOW_TRACKING_URI=dead)
+    result = run(["dvc", "repro", "-s", "-f", "evaluate"], repo, MLFLOW_TRACKING_URI=dead)
     assert "this stage runs without tracking (tracking.unreachable=skip)" in result.stderr
     assert run(["git", "diff", "--stat", "metrics/eval.json"], repo).stdout == ""  # the same result, untracked
     restore_and_check(repo)
@@ -153,7 +153,9 @@ def test_sigterm_to_dvc_stops_the_trainer_and_a_torn_checkpoint_does_not_block(r
     run(["python", "-m", "commands.compose_params", "epochs=30"], repo)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    dvc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = repo.parent / "sigterm.log"
+    with log.open("w") as out:
+        dvc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while (
         time.monotonic() < deadline
@@ -167,10 +169,8 @@ def test_sigterm_to_dvc_stops_the_trainer_and_a_torn_checkpoint_does_not_block(r
     while trainers_in(repo) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert trainers_in(repo) == []  # the trainer did not outlive dvc
-    runs = {r.info.run_id: r for r in mlflow_runs(repo)}
-    train = next(r for r in runs.values() if r.info.run_name == "train")
-    assert train.info.status == "KILLED"
-    assert runs[train.data.tags["mlflow.parentRunId"]].info.status == "KILLED"
+    killed = next(r for r in mlflow_runs(repo) if r.info.run_name == "train")
+    assert killed.info.status in ("KILLED", "RUNNING")  # KILLED by the stage itself, else by the next stage's sweep
 
     # a kill in the middle of writing the newest checkpoint: it lacks its completion mark
     checkpoints = sorted(repo.glob(".cache/checkpoints/*/checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
@@ -180,6 +180,9 @@ def test_sigterm_to_dvc_stops_the_trainer_and_a_torn_checkpoint_does_not_block(r
     assert f"resuming from {checkpoints[-2].relative_to(repo)}" in result.stdout
     assert not list(repo.glob(".cache/checkpoints/*"))  # removed after the successful run
     assert json.loads((repo / "metrics/train.json").read_text())["resumed_from_step"] > 0
-    statuses = {r.info.run_name: r.info.status for r in mlflow_runs(repo)[:2]}
+    runs = {r.info.run_id: r for r in mlflow_runs(repo)}
+    assert runs[killed.info.run_id].info.status == "KILLED"
+    statuses = {r.info.run_name: r.info.status for r in list(runs.values())[:2]}
     assert statuses == {"train": "FINISHED", "evaluate": "FINISHED"}
+    assert runs[killed.data.tags["mlflow.parentRunId"]].info.status == "FINISHED"  # the same params, now complete
     restore_and_check(repo)

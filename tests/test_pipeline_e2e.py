@@ -102,7 +102,7 @@ def first_repro(clone) -> subprocess.CompletedProcess:
 
 def test_repro_runs_every_stage_offline(clone, first_repro):
     out = first_repro.stdout
-    for stage in ("check_params", "prepare", "baseline", "mine", "train", "evaluate"):
+    for stage in ("prepare", "baseline", "mine", "train", "evaluate"):
         assert f"Running stage '{stage}'" in out
     data = json.loads((clone / "metrics/data.json").read_text())
     assert data["rows"]["test_docs"] == MAX_DOCS and data["rows"]["train_pairs"] > 0

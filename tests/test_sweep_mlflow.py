@@ -69,7 +69,9 @@ def test_queued_lr_sweep_reaches_the_mlflow_server(tiny_clone, mlflow_server):
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(5)
-    assert status.count("Success") == 2, status
+    failed = [line.split()[1] for line in status.splitlines() if line.endswith("Failed")]
+    logs = "".join(run(["dvc", "queue", "logs", name], tiny_clone, check=False).stdout[-3000:] for name in failed)
+    assert status.count("Success") == 2, status + logs
 
     assert sorted(params["lr"] for params in experiments(tiny_clone).values()) == [float(lr) for lr in LRS]
 

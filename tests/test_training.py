@@ -323,6 +323,10 @@ def test_one_training_per_checkpoint_folder_and_a_dead_holder_frees_it(tmp_path)
         holder.wait()
     with exclusive(folder):
         assert (folder / ".training.lock").read_text() == f"pid {os.getpid()}"
+    assert not folder.exists()  # no checkpoint written: no empty folder left behind
+    with exclusive(folder):
+        (folder / "checkpoint-2").mkdir()
+    assert (folder / "checkpoint-2").is_dir()  # something to resume from: kept
 
 
 SPAWN_CHILD = """

@@ -314,3 +314,16 @@ def check_known_keys(params: dict[str, Any]) -> None:
                 raise PipelineError(
                     f"params.yaml: unknown key '{key}.{unknown[0]}' (known: {', '.join(sorted(fields))}); {fix}"
                 )
+
+
+def check_params(params: dict[str, Any]) -> None:
+    """All of params.yaml, whichever stage reads it: no unknown key, every section valid. A stage that reruns
+    thus stops on a bad knob it does not read itself (`lr` at `prepare` after `-S lr=1e10 -S seed=1`)."""
+    check_known_keys(params)
+    for key, cls in SECTIONS.items():
+        if key == "train":
+            train_config(params)
+        elif not isinstance(params.get(key), dict):
+            raise PipelineError(f"params.yaml: section '{key}' is missing; {RECOMPOSE}")
+        else:
+            build(cls, params[key], f"{key}.")

@@ -19,7 +19,7 @@ from medical_matryoshka.config.sections import (
     PathsConfig,
     TrackingConfig,
     TrainConfig,
-    check_known_keys,
+    check_params,
     train_config,
 )
 from medical_matryoshka.errors import PipelineError
@@ -96,7 +96,7 @@ class StageConfig:
         from medical_matryoshka.tracking.runs import check_tracking
 
         params = load_params(params_file)
-        check_known_keys(params)
+        check_params(params)
         tracking = section(TrackingConfig, params, "tracking")
         return cls(
             stage,

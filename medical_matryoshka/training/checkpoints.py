@@ -84,6 +84,8 @@ def exclusive(folder: Path) -> Iterator[None]:
         try:
             yield
         finally:
+            if not _checkpoints(folder):  # stopped before its first checkpoint: nothing to resume, no empty folder
+                shutil.rmtree(folder, ignore_errors=True)
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 

@@ -181,6 +181,21 @@ def test_a_tracking_failure_mid_stage_still_ends_the_run_when_the_store_answers(
     assert statuses(tracking_store) == {"evaluate": "FINISHED", "parent": "FINISHED"}
 
 
+def test_a_url_that_answers_but_is_not_an_mlflow_server_is_unreachable(monkeypatch):
+    import http.server
+    import threading
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)  # 404 for /health
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    try:
+        with pytest.raises(PipelineError, match=f"HTTP 404 from {uri}/health: not an MLflow tracking server"):
+            tracking.check_tracking("fail")
+    finally:
+        server.shutdown()
+
+
 def test_artifacts_of_the_default_store_land_beside_it(monkeypatch, tmp_path):
     from mlflow.tracking import MlflowClient
 

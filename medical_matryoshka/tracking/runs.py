@@ -54,8 +54,10 @@ def server_problem(uri: str, timeout: float = 5.0) -> str | None:
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
             return None
-    except urllib.error.HTTPError:
-        return None  # something answers (a proxy, an auth wall): MLflow's own errors say more
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            return None  # an MLflow server behind authentication: MLflow's own errors say more
+        return f"HTTP {err.code} from {uri.rstrip('/')}/health: not an MLflow tracking server"
     except (OSError, ValueError) as err:
         return str(getattr(err, "reason", err))
 

@@ -21,8 +21,8 @@ class Interrupted(BaseException):
 
 
 def _interrupt(signum: int, _frame) -> None:
-    # The first signal wins: a second one (DVC forwards SIGTERM to its stage, and the stage's parent-death
-    # signal follows) must not cut the cleanup short and leave the run RUNNING. `kill -9` still stops it.
+    # The first signal wins: a second one (another Ctrl-C, a repeated kill, the parent-death signal after a
+    # signal to the whole group) must not cut the cleanup short and leave the run RUNNING. `kill -9` still stops it.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise Interrupted(signum)
@@ -53,6 +53,6 @@ def run_main(main: Callable[[], None]) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as err:
-        print(f"error: stopped by {err}; rerun `dvc repro` to continue (training resumes from its last checkpoint)",
-              file=sys.stderr)  # fmt: skip
+        hint = "rerun `dvc repro` to continue (training resumes from its last checkpoint)"
+        print(f"error: stopped by {err}; {hint}", file=sys.stderr)
         sys.exit(128 + err.signum)

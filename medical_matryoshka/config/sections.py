@@ -316,14 +316,17 @@ def check_known_keys(params: dict[str, Any]) -> None:
                 )
 
 
-def check_params(params: dict[str, Any]) -> None:
-    """All of params.yaml, whichever stage reads it: no unknown key, every section valid. A stage that reruns
-    thus stops on a bad knob it does not read itself (`lr` at `prepare` after `-S lr=1e10 -S seed=1`)."""
+def check_params(params: dict[str, Any]) -> dict[str, Any]:
+    """All of params.yaml, whichever stage reads it: no unknown key, every section valid; returns the sections
+    as their dataclasses. A stage that reruns thus stops on a bad knob it does not read itself (`lr` at
+    `prepare` after `-S lr=1e10 -S seed=1`)."""
     check_known_keys(params)
+    sections = {}
     for key, cls in SECTIONS.items():
         if key == "train":
-            train_config(params)
+            sections[key] = train_config(params)
         elif not isinstance(params.get(key), dict):
             raise PipelineError(f"params.yaml: section '{key}' is missing; {RECOMPOSE}")
         else:
-            build(cls, params[key], f"{key}.")
+            sections[key] = build(cls, params[key], f"{key}.")
+    return sections

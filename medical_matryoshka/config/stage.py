@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from medical_matryoshka.config.params import PARAMS_FILE, RECOMPOSE, build, convert, load_params, section
+from medical_matryoshka.config.params import PARAMS_FILE, RECOMPOSE, build, convert, load_params
 from medical_matryoshka.config.sections import (
     TRAIN_KNOBS,
     PathsConfig,
@@ -96,16 +96,15 @@ class StageConfig:
         from medical_matryoshka.tracking.runs import check_tracking
 
         params = load_params(params_file)
-        check_params(params)
-        tracking = section(TrackingConfig, params, "tracking")
+        sections = check_params(params)
         return cls(
             stage,
             select(params, declared_params(stage, pipeline_file)),
             params,
-            section(PathsConfig, params, "paths"),
-            tracking,
+            sections["paths"],
+            sections["tracking"],
             stage in final_stages(pipeline_file),
-            check_tracking(tracking.unreachable),
+            check_tracking(sections["tracking"].unreachable),
         )
 
     def _declared(self, key: str) -> Any:
@@ -121,10 +120,7 @@ class StageConfig:
         return build(cls, self._declared(key), f"{key}.")
 
     def seed(self) -> int:
-        seed = convert(self._declared("seed"), int, "seed")
-        if not 0 <= seed < 2**32:
-            raise PipelineError(f"params.yaml: seed must be in [0, 2**32) (numpy's range), got {seed}")
-        return seed
+        return convert(self._declared("seed"), int, "seed")  # its range: checked with the whole file at load
 
     def training(self) -> TrainConfig:
         """params.train plus the top-level sweep knobs (lr, epochs, ...): all must be declared."""

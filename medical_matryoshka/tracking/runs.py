@@ -51,13 +51,14 @@ def server_problem(uri: str, timeout: float = 5.0) -> str | None:
     """Why the tracking server at `uri` cannot be reached (None for a reachable server or a local store)."""
     if not uri.startswith(("http://", "https://")):
         return None
+    health = f"{uri.rstrip('/')}/health"
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+        with urllib.request.urlopen(health, timeout=timeout):
             return None
     except urllib.error.HTTPError as err:
         if err.code in (401, 403):
             return None  # an MLflow server behind authentication: MLflow's own errors say more
-        return f"HTTP {err.code} from {uri.rstrip('/')}/health: not an MLflow tracking server"
+        return f"HTTP {err.code} from {health}: not an MLflow tracking server"
     except (OSError, ValueError) as err:
         return str(getattr(err, "reason", err))
 

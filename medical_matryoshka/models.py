@@ -96,3 +96,22 @@ def load_tokenizer(cfg: ModelSource) -> PreTrainedTokenizerBase:
         return AutoTokenizer.from_pretrained(path)
     except OSError as err:
         raise PipelineError(f"cannot load the tokenizer of '{cfg.name}': {str(err).splitlines()[0]}") from None
+
+
+def encode(model: SentenceTransformer, texts: list[str], label: str, method: str = "encode", **kwargs):
+    """`model.<method>(texts, **kwargs)` (encode, encode_query, encode_document) with a progress bar named
+    `label`: sentence-transformers names every encoding bar "Batches" and hides it unless logging is at INFO."""
+    import sentence_transformers.sentence_transformer.model as st_model
+
+    original = getattr(st_model, "trange", None)  # the bar of SentenceTransformer.encode (6.x)
+
+    def labelled(*args, **options):
+        return original(*args, **{**options, "desc": label, "leave": False})
+
+    if original is not None:
+        st_model.trange = labelled
+    try:
+        return getattr(model, method)(texts, show_progress_bar=True, **kwargs)
+    finally:
+        if original is not None:
+            st_model.trange = original

@@ -22,6 +22,7 @@ import torch
 from medical_matryoshka.config.sections import MiningConfig
 from medical_matryoshka.data.leakage import normalise
 from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.models import encode
 
 GUARDS = ("same_document", "duplicate_text", "rank_below_range_min", "margin")
 
@@ -64,8 +65,8 @@ def _summary(values: list[float]) -> dict[str, float]:
 def _score(model, anchors: list[str], corpus: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Cosine scores of every anchor against every passage, and each anchor's ranking (best first)."""
     kwargs = {"batch_size": batch_size, "convert_to_tensor": True, "normalize_embeddings": True}
-    anchor_emb = model.encode_query(anchors, **kwargs)
-    corpus_emb = model.encode_document(corpus, **kwargs)
+    anchor_emb = encode(model, anchors, f"mining: anchors ({len(anchors)})", "encode_query", **kwargs)
+    corpus_emb = encode(model, corpus, f"mining: passages ({len(corpus)})", "encode_document", **kwargs)
     scores = (anchor_emb @ corpus_emb.T).float().cpu()
     return scores.numpy(), torch.argsort(scores, dim=1, descending=True).numpy()
 

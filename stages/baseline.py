@@ -29,8 +29,7 @@ def main() -> None:
         for dim, values in metrics["base"].items():
             print(f"{dim:>8}  {eval_cfg.primary_metric}={values[eval_cfg.primary_metric]:.4f}")
         write_json(stage.paths.baseline_metrics, metrics)
-        run.log_metrics(metrics, parent=True)
-        run.log_metrics({"eval_seconds": seconds})
+        run.log_metrics({**metrics, "eval_seconds": seconds})  # the parent gets base values from evaluate
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Stage `evaluate`: the fine-tuned model on the test retrieval set, beside the base model and the card.
 
-Writes <eval_metrics> = {"base", "finetuned", "change"} (same metrics and dims as `baseline`), and the
+Writes <eval_metrics> = {"base", "finetuned", "change"} (same metrics and dims as `baseline`; logged to the
+stage's MLflow run), <summary_metrics> = the fine-tuned primary metric by dimension (`dvc exp show`'s columns;
+the parent run gets it with the base values and gains), and the
 primary metric by dimension for the card's base and fine-tuned models and this run's, as DVC plot data
 (<plots>/ndcg_by_dim/*.csv) and as an image (<plots>/ndcg_by_dim.png, also logged to MLflow).
 """
@@ -18,7 +20,7 @@ from medical_matryoshka.errors import require_input, run_main
 from medical_matryoshka.models import load_model
 from medical_matryoshka.plots import metric_by_dim, write_plots
 from medical_matryoshka.retrieval.scoring import load_retrieval_set, score_all_dims
-from medical_matryoshka.retrieval.tables import metric_change
+from medical_matryoshka.retrieval.tables import by_dim, metric_change, parent_summary
 from medical_matryoshka.training.checkpoints import discard_finished
 
 
@@ -39,16 +41,19 @@ def main() -> None:
         finetuned = score_all_dims(model, test_set, model_cfg.dims, eval_cfg)
         metrics = {"base": base, "finetuned": finetuned, "change": metric_change(base, finetuned)}
         metric = eval_cfg.primary_metric
-        for dim in finetuned:
-            print(
-                f"{dim:>8}  {metric} base {base[dim][metric]:.4f}  fine-tuned {finetuned[dim][metric]:.4f}"
-                f"  change {metrics['change'][dim][metric]:+.4f}"
-            )
         tables = {"card_base": card["base"], "card_finetuned": card["finetuned"], "base": base, "finetuned": finetuned}
         with output_dir(paths.plots) as out:
-            run.log_artifact(write_plots(out, metric_by_dim(tables, metric), eval_cfg))
+            run.log_artifact(write_plots(out, metric_by_dim(tables, metric), eval_cfg, title=run.parent_name))
         write_json(paths.eval_metrics, metrics)
-        run.log_metrics({"finetuned": finetuned, "change": metrics["change"]}, parent=True)
+        write_json(paths.summary_metrics, by_dim(finetuned, metric))
+        run.log_metrics(metrics)  # the full table, once, on this stage's run
+        run.log_metrics(parent_summary(base, finetuned, metric, eval_cfg.primary_measure), parent=True)
+        print(f"test {eval_cfg.primary_measure}    base  fine-tuned  change")
+        for dim in finetuned:
+            change = metrics["change"][dim][metric]
+            print(f"{dim:>12}  {base[dim][metric]:.4f}  {finetuned[dim][metric]:10.4f}  {change:+.4f}")
+        if link := run.parent_link():
+            print(f"MLflow run: {link}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ directly (MultipleNegativesRankingLoss takes extra columns as negatives), and <m
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -31,7 +30,14 @@ def main() -> None:
         else:
             rows, stats = pairs[["anchor", "positive"]], {"rows_in": len(pairs), "rows_out": len(pairs)}
         stats = {"enabled": mining.enabled, **stats}
-        print(json.dumps(stats, indent=2))
+        if mining.enabled:
+            print(
+                f"mined a hard negative for {stats['rows_out']} of {stats['rows_in']} pairs; mean cosine: positive "
+                f"{stats['positive_score']['mean']}, negative {stats['negative_score']['mean']}; "
+                f"details in {stage.paths.mining_metrics}"
+            )
+        else:
+            print(f"mining off (mining.enabled=false): {len(rows)} pairs go on without negatives")
         with output_dir(stage.paths.pairs) as out:
             rows.to_parquet(out / "train.parquet", index=False)
         write_json(stage.paths.mining_metrics, stats)

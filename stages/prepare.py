@@ -27,7 +27,15 @@ def main() -> None:
     records = assign_splits(load_records(data), data.dev_fraction, data.test_fraction, stage.seed(), data.max_docs)
     pairs = train_pairs(records, exclude=check_leakage(records, data.boilerplate_max_words))
     stats = dataset_stats(records, pairs, load_tokenizer(model), model.max_seq_length)
-    print(json.dumps(stats, indent=2))
+    rows, tokens = stats["rows"], stats["tokens"]
+    print(
+        f"{rows['train_pairs']} training pairs from {rows['train_docs']} documents; dev {rows['dev_docs']} and "
+        f"test {rows['test_docs']} documents over {rows['corpus_passages']} corpus passages"
+    )
+    print(
+        f"tokens per text (max {model.max_seq_length}): anchor mean {tokens['anchor']['mean']}, positive mean "
+        f"{tokens['positive']['mean']}; details in {stage.paths.data_metrics}"
+    )
 
     with stage.track() as run:
         with output_dir(stage.paths.prepared) as out:

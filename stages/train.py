@@ -77,6 +77,7 @@ def train_and_save(
             model.save(str(out))
         write_json(paths.train_metrics, {**summary, "checkpoint_key": checkpoints.name})
         run.log_metrics({k: v for k, v in summary.items() if not isinstance(v, list)})
+        run.log_metrics({"train.minutes": summary["train_seconds"] / 60}, parent=True)
 
 
 def main() -> None:

@@ -111,6 +111,11 @@ def test_repro_runs_every_stage_offline(clone, first_repro):
     for metrics in base.values():
         assert len(metrics) == 15 and 0 < metrics["cosine_ndcg@10"] <= 1
     assert sorted(p.name for p in (clone / "data/prepared").iterdir()) == ["dev.json", "test.json", "train.parquet"]
+    shown = first_repro.stdout + first_repro.stderr
+    assert re.search(r"epoch 1  dev  dim   32  ndcg@10 0\.\d{4}  mrr@10", shown)  # one short line per dim
+    assert "eval_dev_dim" not in shown  # not the trainer's dictionary of every dev metric
+    assert re.search(r"test corpus \(\d+\)", shown)  # encoding passes have named progress bars
+    assert "MLflow run: `mlflow ui --backend-store-uri sqlite:///" in first_repro.stdout
 
 
 def test_train_and_evaluate_outputs(clone, first_repro):
@@ -169,7 +174,7 @@ def test_train_runs_as_two_ddp_processes_under_torchrun(clone, first_repro, tmp_
         assert multi[dim]["cosine_ndcg@10"] == pytest.approx(single[dim]["cosine_ndcg@10"], abs=0.05)
     client = MlflowClient(tracking_uri=store)
     runs = client.search_runs([client.get_experiment_by_name("medical-matryoshka").experiment_id])
-    assert sorted(r.info.run_name for r in runs if "mlflow.parentRunId" in r.data.tags) == ["evaluate", "train"]
+    assert sorted(r.data.tags["stage"] for r in runs if "mlflow.parentRunId" in r.data.tags) == ["evaluate", "train"]
 
 
 def test_passage_pairs_train_as_a_second_data_set(clone, first_repro, tmp_path):
@@ -242,6 +247,14 @@ def test_metrics_diff_against_the_model_card(clone, first_repro):
     assert finetuned["old"] == 0.5312 and finetuned["new"] is not None
     table = run(["dvc", "metrics", "diff", "model-card", "--all"], clone).stdout
     assert "base.dim_128.cosine_ndcg@10" in table and "model-card" in table
+    assert all(row["old"] is None for row in diff.get("metrics/train.json", {}).values())  # not the card's
+    by_dim = json.loads(
+        run(["dvc", "metrics", "diff", "model-card", "--targets", "metrics/summary.json", "--json"], clone).stdout
+    )
+    assert by_dim["metrics/summary.json"]["d0064"]["old"] == 0.5312
+    lines = run(["python", "-m", "commands.card", "diff", "--metric", "ndcg@10"], clone).stdout.splitlines()
+    assert [line.split()[:2] for line in lines[3:]] == [["cosine_ndcg@10", d] for d in ("256", "128", "64")]
+    assert lines[5].split()[5:7] == ["0.5312", f"{finetuned['new']:.4f}"]  # dim 64 fine-tuned: the card, this run
 
 
 def test_mlflow_holds_a_parent_with_a_nested_run_per_stage(clone, first_repro):
@@ -256,8 +269,13 @@ def test_mlflow_holds_a_parent_with_a_nested_run_per_stage(clone, first_repro):
     parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1
     parent = parents[0]
-    children = {r.info.run_name: r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    children = {r.data.tags["stage"]: r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert set(children) == {"prepare", "baseline", "mine", "train", "evaluate"}
+    commit = parent.data.tags["git_commit"]  # the commit `dvc repro` ran on (a later test commits again)
+    assert commit in run(["git", "log", "--format=%H"], clone).stdout.split()
+    assert parent.info.run_name == f"repro @{commit[:7]} (committed params)"
+    assert children["train"].info.run_name == f"{parent.info.run_name} / train"
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert {r.info.status for r in found} == {"FINISHED"}  # the parent too, once evaluate (the last) finished
     assert exp.artifact_location == (clone / "mlartifacts").resolve().as_uri()
     assert (
@@ -268,9 +286,17 @@ def test_mlflow_holds_a_parent_with_a_nested_run_per_stage(clone, first_repro):
     assert artifacts == ["ndcg_by_dim.png"]
     params = yaml.safe_load((clone / "params.yaml").read_text())
     assert parent.data.params["data.max_docs"] == str(MAX_DOCS) and float(parent.data.params["lr"]) == params["lr"]
-    for dim in (384, 256, 128, 64, 32):
-        for part in ("base", "finetuned", "change"):
-            assert f"{part}.dim_{dim}.cosine_ndcg_at_10" in parent.data.metrics
+    summary = {f"d{dim:04d}.{part}" for dim in (384, 256, 128, 64, 32) for part in ("ndcg10", "base", "gain")}
+    summary |= {"share.d0032_of_d0384", "train.minutes", "train.loss"}
+    summary |= {f"d{dim:04d}.dev_ndcg10" for dim in (384, 256, 128, 64, 32)}
+    assert set(parent.data.metrics) == summary  # compact: the full table is on the evaluate run only
+    result = json.loads((clone / "metrics/eval.json").read_text())
+    assert parent.data.metrics["d0032.base"] == result["base"]["dim_32"]["cosine_ndcg@10"]
+    assert (
+        children["evaluate"].data.metrics["finetuned.dim_32.cosine_ndcg_at_10"] == parent.data.metrics["d0032.ndcg10"]
+    )
+    curve = client.get_metric_history(parent.info.run_id, "train.loss")
+    assert len(curve) == len(client.get_metric_history(children["train"].info.run_id, "loss")) > 1
     assert children["baseline"].data.params["model.dims"] == "[384, 256, 128, 64, 32]"
     for name, child in children.items():  # each stage logs exactly the params dvc.yaml declares for it
         declared = flatten(StageConfig.load(name, clone / "params.yaml", clone / "dvc.yaml").params)

@@ -86,3 +86,20 @@ def test_encode_once_equals_one_stock_evaluator_per_truncate_dim(tiny_model, sma
         assert sorted(ours[f"dim_{dim}"]) == sorted(CARD_METRICS)
         for metric, value in ours[f"dim_{dim}"].items():
             assert value == pytest.approx(stock[f"dim_{dim}_{metric}"], abs=1e-6), (dim, metric)
+
+
+def test_the_parent_summary_is_dimension_first_and_sorts_by_dimension():
+    from medical_matryoshka.retrieval.tables import by_dim, parent_summary
+
+    base = {f"dim_{d}": {"cosine_ndcg@10": v} for d, v in ((384, 0.80), (32, 0.60), (128, 0.75))}
+    tuned = {f"dim_{d}": {"cosine_ndcg@10": v} for d, v in ((384, 0.90), (32, 0.72), (128, 0.85))}
+    summary = parent_summary(base, tuned, "cosine_ndcg@10", "ndcg@10")
+    assert list(by_dim(tuned, "cosine_ndcg@10")) == ["d0032", "d0128", "d0384"]
+    assert sorted(summary) == [
+        "d0032.base", "d0032.gain", "d0032.ndcg10",
+        "d0128.base", "d0128.gain", "d0128.ndcg10",
+        "d0384.base", "d0384.gain", "d0384.ndcg10",
+        "share.d0032_of_d0384",
+    ]  # fmt: skip
+    assert summary["d0032.gain"] == pytest.approx(0.12) and summary["d0384.ndcg10"] == 0.90
+    assert summary["share.d0032_of_d0384"] == pytest.approx(0.8)

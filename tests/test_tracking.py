@@ -35,22 +35,53 @@ def test_stages_of_one_execution_nest_under_one_parent(tracking_store, in_repo):
     with tracking.stage_run("prepare", {"seed": 42}, "test-exp", all_params) as run:
         run.log_metrics({"rows": {"train_pairs": 10}})
     with tracking.stage_run("baseline", {"model": {"dims": [384, 32]}}, "test-exp", all_params) as run:
-        run.log_metrics({"base": {"dim_384": {"cosine_ndcg@10": 0.88}}}, parent=True)
+        run.log_metrics({"base": {"dim_384": {"cosine_ndcg@10": 0.88}}})
+        run.log_metrics({"d0384.base": 0.88}, parent=True)
     found = runs(tracking_store)
     parents = [r for r in found.values() if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and len(found) == 3
     parent = parents[0]
     children = {
-        r.info.run_name: r for r in found.values() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+        r.data.tags["stage"]: r for r in found.values() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
     }
     assert set(children) == {"prepare", "baseline"}
+    assert children["prepare"].info.run_name == f"{parent.info.run_name} / prepare"
     assert parent.data.params["lr"] == "2e-05" and parent.data.params["model.dims"] == "[384, 32]"
     assert children["prepare"].data.params == {"seed": "42"}
     assert children["prepare"].data.metrics == {"rows.train_pairs": 10.0}
-    # '@' is not allowed in MLflow names; the parent carries the final per-dimension metrics
-    assert parent.data.metrics == {"base.dim_384.cosine_ndcg_at_10": 0.88}
+    # '@' is not allowed in MLflow names; the full table stays on the stage's run, the parent gets the summary
     assert children["baseline"].data.metrics == {"base.dim_384.cosine_ndcg_at_10": 0.88}
+    assert parent.data.metrics == {"d0384.base": 0.88}
     assert {r.info.status for r in found.values()} == {"FINISHED"}
+    from mlflow.tracking import MlflowClient
+
+    experiment = MlflowClient(tracking_uri=tracking_store).get_experiment_by_name("test-exp")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on training runs
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True, capture_output=True
+    )
+
+
+def test_a_parent_is_named_after_what_distinguishes_it(tracking_store, in_repo, monkeypatch):
+    git(in_repo, "init", "-q")
+    (in_repo / "params.yaml").write_text("lr: 5.0e-05\ntrain:\n  epochs: 3\n")
+    git(in_repo, "add", "params.yaml")
+    git(in_repo, "commit", "-qm", "params")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=in_repo, capture_output=True, text=True).stdout.strip()
+    with tracking.stage_run("prepare", {}, "test-exp", {}):
+        pass
+    (in_repo / "params.yaml").write_text("lr: 3e-05\ntrain:\n  epochs: 3\n")  # what `dvc exp run -S lr=3e-05` writes
+    monkeypatch.setenv("DVC_EXP_NAME", "civil-razz")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", head)
+    with tracking.stage_run("train", {}, "test-exp", {}):
+        pass
+    parents = {r.info.run_name: r for r in runs(tracking_store).values() if "mlflow.parentRunId" not in r.data.tags}
+    assert set(parents) == {f"repro @{head[:7]} (committed params)", "civil-razz lr=3e-05"}
+    assert "with lr=3e-05" in parents["civil-razz lr=3e-05"].data.tags["mlflow.note.content"]
+    assert parents["civil-razz lr=3e-05"].data.tags["overrides"] == "lr=3e-05"
 
 
 def test_each_dvc_experiment_gets_its_own_parent(tracking_store, in_repo, monkeypatch):
@@ -59,7 +90,7 @@ def test_each_dvc_experiment_gets_its_own_parent(tracking_store, in_repo, monkey
         with tracking.stage_run("baseline", {}, "test-exp", {"lr": 1}):
             pass
     parents = [r for r in runs(tracking_store).values() if "mlflow.parentRunId" not in r.data.tags]
-    assert sorted(r.info.run_name for r in parents) == ["exp-a", "exp-b"]
+    assert sorted(r.info.run_name for r in parents) == ["exp-a", "exp-b"]  # not in git: no overrides to name
 
 
 def test_changed_params_start_a_new_parent(tracking_store, in_repo):
@@ -74,7 +105,8 @@ def test_changed_params_start_a_new_parent(tracking_store, in_repo):
 def statuses(uri: str) -> dict[str, str]:
     """{run name: status}; the parent run is 'parent'."""
     return {
-        r.info.run_name if "mlflow.parentRunId" in r.data.tags else "parent": r.info.status for r in runs(uri).values()
+        r.data.tags["stage"] if "mlflow.parentRunId" in r.data.tags else "parent": r.info.status
+        for r in runs(uri).values()
     }
 
 

@@ -262,6 +262,7 @@ class PathsConfig:
     train_metrics: str
     checkpoints: str
     eval_metrics: str
+    summary_metrics: str
     card: str
     plots: str
 

@@ -30,7 +30,7 @@ class MatryoshkaRetrievalEvaluator(SentenceEvaluator):
         self.primary_metric = f"dim_{dims[0]}_{eval_cfg.primary_metric}"
 
     def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
-        scores = score_all_dims(model, self.rs, self.dims, self.eval_cfg)
+        scores = score_all_dims(model, self.rs, self.dims, self.eval_cfg, split=self.name)
         metrics = {f"{dim}_{metric}": value for dim, values in scores.items() for metric, value in values.items()}
         metrics = self.prefix_name_to_metrics(metrics, self.name)
         self.store_metrics_in_model_card_data(model, metrics, epoch, steps)

@@ -21,6 +21,7 @@ from sentence_transformers.util import cos_sim
 
 from medical_matryoshka.config.sections import SCORE_FUNCTION, EvalConfig
 from medical_matryoshka.errors import PipelineError, require_input
+from medical_matryoshka.models import encode
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,15 @@ def rank_corpus(
     ]
 
 
-def score_all_dims(model, rs: RetrievalSet, dims: tuple[int, ...], cfg: EvalConfig) -> dict[str, dict[str, float]]:
+def score_all_dims(
+    model, rs: RetrievalSet, dims: tuple[int, ...], cfg: EvalConfig, split: str = "test"
+) -> dict[str, dict[str, float]]:
     """{"dim_384": {"cosine_ndcg@10": ..., ...}, ...}: the card's 15 metrics at every dimension."""
     evaluator = make_evaluator(rs, cfg)
-    query_emb = model.encode_query(evaluator.queries, batch_size=cfg.batch_size, convert_to_tensor=True)
-    corpus_emb = model.encode_document(evaluator.corpus, batch_size=cfg.batch_size, convert_to_tensor=True)
+    options = {"batch_size": cfg.batch_size, "convert_to_tensor": True}
+    queries, corpus = evaluator.queries, evaluator.corpus
+    query_emb = encode(model, queries, f"{split} queries ({len(queries)})", "encode_query", **options)
+    corpus_emb = encode(model, corpus, f"{split} corpus ({len(corpus)})", "encode_document", **options)
     if dims[0] > query_emb.shape[1]:
         raise PipelineError(f"dims {list(dims)} exceed the model's embedding dimension {query_emb.shape[1]}")
     top_k = min(cfg.top_k, len(evaluator.corpus_ids))

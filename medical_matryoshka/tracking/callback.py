@@ -1,21 +1,66 @@
-"""The trainer's logs (loss, learning rate, dev metrics per epoch) sent to the stage's MLflow run."""
+"""The trainer's logs: every value to the stage's MLflow run, the curves a comparison needs to the parent run,
+and a short terminal line per dimension at each dev evaluation."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
+from medical_matryoshka.config.sections import EvalConfig
+from medical_matryoshka.retrieval.dev_evaluator import dev_metric
+from medical_matryoshka.retrieval.tables import dim_label
 from medical_matryoshka.tracking.runs import StageRun
+
+SHOWN = ("mrr@10", "recall@10")  # the dev measures a terminal line shows after the primary one
+
+
+def _numeric(logs: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in logs.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 class MlflowLogCallback(TrainerCallback):
-    """Log every numeric value of each trainer log to the stage's run, at the trainer's global step."""
+    """Each trainer log to the stage's run at the trainer's global step; the training loss and the dev
+    primary metric at every dimension also to the parent run (`train.loss`, `d0384.dev_ndcg10`), so that
+    comparing the parents of a sweep shows curves."""
 
-    def __init__(self, run: StageRun):
-        self.run = run
+    def __init__(self, run: StageRun, dims: tuple[int, ...], eval_cfg: EvalConfig):
+        self.run, self.dims, self.eval_cfg = run, dims, eval_cfg
 
     def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs):
-        if logs:
-            numeric = {k: v for k, v in logs.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-            self.run.log_metrics(numeric, step=state.global_step)
+        numeric = _numeric(logs or {})
+        if not numeric:
+            return
+        self.run.log_metrics(numeric, step=state.global_step)
+        label = self.eval_cfg.primary_measure.replace("@", "")
+        curves: dict[str, float] = {}
+        if dev_metric(self.dims[0], self.eval_cfg) in numeric:
+            curves = {f"{dim_label(d)}.dev_{label}": numeric[dev_metric(d, self.eval_cfg)] for d in self.dims}
+        if "loss" in numeric:
+            curves["train.loss"] = numeric["loss"]
+        if curves:
+            self.run.log_metrics(curves, step=state.global_step, parent=True)
+
+
+class CompactProgress(ProgressCallback):
+    """transformers' progress bar with the loss in its postfix and, after each dev evaluation, one short line
+    per dimension instead of the dictionary of every metric (all of them stay in MLflow and the card)."""
+
+    def __init__(self, dims: tuple[int, ...], eval_cfg: EvalConfig):
+        super().__init__()
+        self.dims, self.eval_cfg = dims, eval_cfg
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None or not logs:
+            return
+        if "loss" in logs:
+            self.training_bar.set_postfix(loss=f"{logs['loss']:.4g}", refresh=False)
+        if dev_metric(self.dims[0], self.eval_cfg) not in logs:
+            return
+        measure = self.eval_cfg.primary_measure
+        for dim in self.dims:
+            key = dev_metric(dim, self.eval_cfg).removesuffix(measure)  # eval_dev_dim_384_cosine_
+            shown = dict.fromkeys((measure, *SHOWN))
+            values = "  ".join(f"{m} {logs[key + m]:.4f}" for m in shown if key + m in logs)
+            self.training_bar.write(f"epoch {state.epoch:g}  dev  dim {dim:>4}  {values}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -23,6 +24,8 @@ from typing import Any
 from medical_matryoshka.errors import Interrupted, PipelineError, first_line
 
 PIPELINE_TAG = "pipeline_key"
+# MLflow 3 opens an experiment on its GenAI overview unless it is marked as model training.
+TRAINING_EXPERIMENT = {"mlflow.experimentKind": "custom_model_development"}
 HOST_TAG, PID_TAG = "stage_host", "stage_pid"  # who runs a stage: a RUNNING run whose process is gone was killed
 # A server that goes away mid-run costs seconds, not MLflow's default minutes of retries (the user's settings win).
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
@@ -80,23 +83,70 @@ def check_tracking(unreachable: str) -> bool:
     )
 
 
-def _git_head() -> str:
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        return out.stdout.strip()
+        out = subprocess.run(["git", *args], capture_output=True, text=True, check=True)
+        return out.stdout
     except (OSError, subprocess.CalledProcessError):
-        return "no-commit"
+        return None
+
+
+def _git_head() -> str:
+    return (_git("rev-parse", "HEAD") or "no-commit").strip()
+
+
+def _show_value(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":")) if isinstance(value, list | dict) else str(value)
+
+
+def param_overrides(params: Mapping[str, Any], committed: Mapping[str, Any] | None) -> dict[str, str]:
+    """The flattened keys whose values differ from the committed params.yaml (a sweep's `-S` knobs)."""
+    if committed is None:
+        return {}
+    now, before = flatten(params), flatten(committed)
+    return {k: _show_value(v) for k, v in now.items() if k not in before or before[k] != v}
+
+
+def _committed_params(rev: str, params_file: str | Path) -> dict[str, Any] | None:
+    import yaml
+
+    text = _git("show", f"{rev}:./{Path(params_file).as_posix()}")  # ./: relative to the working folder
+    try:
+        return yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        return None
 
 
 def pipeline_identity(params_file: str | Path = "params.yaml") -> tuple[str, str, dict[str, str]]:
-    """(key, run name, tags) of the current pipeline execution."""
+    """(key, run name, tags) of the current pipeline execution.
+
+    The name says what distinguishes the run: the DVC experiment's name (or `repro @<commit>`) and the
+    params that differ from the commit's params.yaml; the description (MLflow's note) says it in full.
+    """
+    import yaml
+
     exp = os.environ.get("DVC_EXP_NAME")
+    text = Path(params_file).read_text(encoding="utf-8")
     if exp:
-        baseline = os.environ.get("DVC_EXP_BASELINE_REV", "")
-        return f"exp:{exp}:{baseline}", exp, {"dvc_exp_name": exp, "git_commit": baseline}
-    head = _git_head()
-    digest = hashlib.sha256(Path(params_file).read_bytes()).hexdigest()[:12]
-    return f"repro:{head}:{digest}", f"repro-{head[:7]}-{digest[:7]}", {"git_commit": head}
+        rev = os.environ.get("DVC_EXP_BASELINE_REV", "") or _git_head()
+        key, label, what = f"exp:{exp}:{rev}", exp, f"DVC experiment `{exp}` on commit `{rev[:7]}`"
+        tags = {"dvc_exp_name": exp, "git_commit": rev}
+    else:
+        rev = _git_head()
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        at = f"@{rev[:7]}" if rev != "no-commit" else "(no commit)"
+        key, label, what = f"repro:{rev}:{digest}", f"repro {at}", f"`dvc repro` {at}"
+        tags = {"git_commit": rev}
+    committed = _committed_params(rev, params_file)
+    changed = param_overrides(yaml.safe_load(text) or {}, committed)
+    knobs = " ".join(f"{k}={v}" for k, v in changed.items())
+    if committed is None:  # no commit to compare with
+        name, note = label, f"{what}: params.yaml not in a commit"
+    elif changed:
+        name, note = f"{label} {knobs}", f"{what}: the commit's params.yaml with {knobs}"
+    else:
+        name, note = f"{label} (committed params)", f"{what}: the commit's params.yaml as is"
+    return key, name[:240], {**tags, "mlflow.note.content": note, "overrides": knobs or "none"}
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -130,9 +180,22 @@ class StageRun:
     that are already written stay. A handle without a client (tracking skipped) logs nothing.
     """
 
-    def __init__(self, client, run_id: str = "", parent_id: str = "") -> None:
-        self.client, self.run_id, self.parent_id = client, run_id, parent_id
+    def __init__(
+        self, client, run_id: str = "", parent_id: str = "", experiment_id: str = "", parent_name: str = ""
+    ) -> None:
+        self.client, self.run_id, self.parent_id, self.experiment_id = client, run_id, parent_id, experiment_id
+        self.parent_name = parent_name  # what distinguishes this pipeline execution (see pipeline_identity)
         self.failed = False
+
+    def parent_link(self) -> str | None:
+        """Where a person sees the pipeline's parent run: the server's page, or how to open the local store."""
+        if self.client is None or self.failed:
+            return None
+        page = f"#/experiments/{self.experiment_id}/runs/{self.parent_id}"
+        uri = tracking_uri()
+        if uri.startswith(("http://", "https://")):
+            return f"{uri.rstrip('/')}/{page}"
+        return f"`mlflow ui --backend-store-uri {uri}`, then http://127.0.0.1:5000/{page}"
 
     def _call(self, method: str, *args, after_failure: bool = False, **kwargs) -> bool:
         """client.method(...); False if skipped or failed. After one failure only `after_failure` calls run."""
@@ -147,16 +210,15 @@ class StageRun:
             self.failed = True
             return False
 
-    def log_metrics(self, metrics: Mapping[str, Any], parent: bool = False, step: int = 0) -> None:
-        """Log nested numeric metrics under flattened names; also on the parent if `parent`."""
+    def log_metrics(self, metrics: Mapping[str, Any], step: int = 0, parent: bool = False) -> None:
+        """Log nested numeric metrics under flattened names, on the stage's run or (`parent`) on the parent's."""
         from mlflow.entities import Metric
         from mlflow.utils.time import get_current_time_millis
 
         now = get_current_time_millis()
         flat = flatten(metrics)
         batch = [Metric(metric_name(k), float(v), now, step) for k, v in flat.items() if isinstance(v, int | float)]
-        for run_id in (self.run_id, self.parent_id) if parent else (self.run_id,):
-            self._call("log_batch", run_id, metrics=batch)
+        self._call("log_batch", self.parent_id if parent else self.run_id, metrics=batch)
 
     def log_artifact(self, path: str | Path) -> None:
         """Attach a file (a plot, a report) to the stage's run."""
@@ -206,13 +268,17 @@ def _open_runs(stage: str, params: Mapping[str, Any], experiment: str, all_param
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_root(uri))
+    exp_id = (
+        exp.experiment_id
+        if exp
+        else client.create_experiment(experiment, artifact_location=artifact_root(uri), tags=TRAINING_EXPERIMENT)
+    )
     end_orphaned_runs(client, exp_id)
     key, run_name, tags = pipeline_identity()
     # Only parent runs carry the pipeline tag.
     found = client.search_runs([exp_id], filter_string=f"tags.{PIPELINE_TAG} = '{key}'", max_results=1)
     if found:
-        parent_id = found[0].info.run_id
+        parent_id, run_name = found[0].info.run_id, found[0].info.run_name
         client.update_run(parent_id, status="RUNNING")
     else:
         parent = client.create_run(exp_id, run_name=run_name, tags={PIPELINE_TAG: key, **tags})
@@ -221,11 +287,13 @@ def _open_runs(stage: str, params: Mapping[str, Any], experiment: str, all_param
         client.log_batch(parent_id, params=[Param(k, str(v)[:6000]) for k, v in flat.items()])
     owner = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
     child = client.create_run(
-        exp_id, run_name=stage, tags={"mlflow.parentRunId": parent_id, "stage": stage, **tags, **owner}
+        exp_id,
+        run_name=f"{run_name} / {stage}",  # overlaid curves of a sweep's runs are told apart by name
+        tags={"mlflow.parentRunId": parent_id, "stage": stage, **tags, **owner},
     )
     run_id = child.info.run_id
     client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in flatten(params).items()])
-    return StageRun(client, run_id, parent_id)
+    return StageRun(client, run_id, parent_id, exp_id, run_name)
 
 
 @contextmanager

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from medical_matryoshka.models import encode
+
 
 def add_pca_rotation(model, texts: list[str], dims: tuple[int, ...], batch_size: int) -> dict[str, float]:
     """Append an orthogonal linear layer whose rows are the principal axes of the model's embeddings of `texts`.
@@ -17,7 +19,8 @@ def add_pca_rotation(model, texts: list[str], dims: tuple[int, ...], batch_size:
     """
     from sentence_transformers.base.modules import Dense, Normalize
 
-    emb = model.encode(texts, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True)
+    options = {"batch_size": batch_size, "convert_to_tensor": True, "normalize_embeddings": True}
+    emb = encode(model, texts, f"PCA rotation: training texts ({len(texts)})", **options)
     emb = emb.double().cpu()
     centered = emb - emb.mean(dim=0)
     values, vectors = torch.linalg.eigh(centered.T @ centered)

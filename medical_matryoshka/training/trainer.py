@@ -11,7 +11,7 @@ from medical_matryoshka.config.sections import EvalConfig, ModelConfig, TrainCon
 from medical_matryoshka.models import load_model
 from medical_matryoshka.retrieval.dev_evaluator import MatryoshkaRetrievalEvaluator, dev_history
 from medical_matryoshka.retrieval.scoring import RetrievalSet
-from medical_matryoshka.tracking.callback import MlflowLogCallback
+from medical_matryoshka.tracking.callback import CompactProgress, MlflowLogCallback
 from medical_matryoshka.tracking.runs import StageRun
 from medical_matryoshka.training.arguments import training_args
 from medical_matryoshka.training.checkpoints import MarkCompleteCheckpoints
@@ -50,16 +50,20 @@ def build_trainer(
     """SentenceTransformerTrainer with the Matryoshka loss, the dev evaluator and MLflow logging."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer
+    from transformers.trainer_callback import ProgressCallback
 
     tables = {name: Dataset.from_pandas(rows, preserve_index=False) for name, rows in data.datasets.items()}
-    return SentenceTransformerTrainer(
+    trainer = SentenceTransformerTrainer(
         model=model,
         args=training_args(cfg, checkpoints, dims[0], dev is not None, eval_cfg),
         train_dataset=tables if len(tables) > 1 else tables["claims"],  # several: each batch from one of them
         loss=build_loss(model, cfg, dims),
         evaluator=MatryoshkaRetrievalEvaluator(dev, dims, eval_cfg) if dev else None,
-        callbacks=[MarkCompleteCheckpoints(), *([MlflowLogCallback(run)] if run else [])],
+        callbacks=[MarkCompleteCheckpoints(), *([MlflowLogCallback(run, dims, eval_cfg)] if run else [])],
     )
+    trainer.remove_callback(ProgressCallback)  # its per-log dictionaries: 75 dev metrics a line
+    trainer.add_callback(CompactProgress(dims, eval_cfg))
+    return trainer
 
 
 @dataclasses.dataclass(frozen=True)

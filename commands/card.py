@@ -1,9 +1,13 @@
-"""Write the `model-card` git ref that `dvc metrics diff model-card --all` compares this workspace with.
+"""The model card's numbers against this run's.
 
-    python -m commands.card                       # (re)create the ref (setup.sh runs it)
-    python -m commands.card --from-card README.md # first regenerate paths.card from a card's README
+    python -m commands.card diff                   # the card beside this run: only what the card published
+    python -m commands.card diff --metric ndcg@10  # one metric (or several: --metric ndcg@10 --metric mrr@10)
+    python -m commands.card                        # (re)create the `model-card` ref (setup.sh runs it)
+    python -m commands.card --from-card README.md  # first regenerate paths.card from a card's README
 
-Re-run it after changing dvc.yaml's metrics: the ref holds HEAD's tree plus the card's numbers.
+The ref is HEAD's tree with the card's numbers at the pipeline's metrics paths, for DVC:
+`dvc metrics diff model-card --targets metrics/summary.json` (NDCG@10 by dimension). Re-run it after changing
+dvc.yaml's metrics.
 """
 
 from __future__ import annotations
@@ -13,23 +17,34 @@ import json
 from pathlib import Path
 
 from medical_matryoshka.atomic import write_json
-from medical_matryoshka.card import REF, card_views, parse_card, write_card_ref
+from medical_matryoshka.card import REF, card_diff, card_views, parse_card, write_card_ref
 from medical_matryoshka.config.params import load_params, section
-from medical_matryoshka.config.sections import PathsConfig
-from medical_matryoshka.errors import run_main
+from medical_matryoshka.config.sections import EvalConfig, PathsConfig
+from medical_matryoshka.errors import PipelineError, run_main
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", nargs="?", choices=("ref", "diff"), default="ref")
     parser.add_argument("--from-card", type=Path, help="regenerate the card's metrics file from this card README")
+    parser.add_argument("--metric", action="append", default=[], help="diff: only metrics containing this")
     args = parser.parse_args()
-    paths = section(PathsConfig, load_params(), "paths")
+    params = load_params()
+    paths = section(PathsConfig, params, "paths")
     if args.from_card:
         write_json(paths.card, parse_card(args.from_card.read_text(encoding="utf-8")))
         print(f"wrote {paths.card}")
     card = json.loads(Path(paths.card).read_text(encoding="utf-8"))
-    commit = write_card_ref(card_views(card, paths))
-    print(f"{REF} -> {commit[:12]}; compare with: dvc metrics diff model-card --all")
+    if args.action == "diff":
+        if not Path(paths.eval_metrics).is_file():
+            raise PipelineError(f"{paths.eval_metrics} not found: run the pipeline first (dvc repro)")
+        run = json.loads(Path(paths.eval_metrics).read_text(encoding="utf-8"))
+        print(f"the card ({paths.card}) and this run ({paths.eval_metrics}): test retrieval")
+        print("\n".join(card_diff(card, run, tuple(args.metric))))
+        return
+    metric = section(EvalConfig, params, "eval").primary_metric
+    commit = write_card_ref(card_views(card, paths, metric))
+    print(f"{REF} -> {commit[:12]}; compare with: python -m commands.card diff")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ metrics/model_card.json (paths.card) holds the card's tables in this pipeline's 
 {"base": {"dim_768": {"cosine_ndcg@10": ...}}, "finetuned": {...}} (the card lists the base model's
 tables first, then the fine-tuned model's). `dvc metrics diff` compares revisions, so the card's numbers
 go into a git ref, `model-card`: HEAD's tree with each pipeline metrics file replaced by the card's
-numbers (`python -m commands.card` writes it).
+numbers, and those the card has nothing for left out (`python -m commands.card` writes it).
+`python -m commands.card diff` prints the card's numbers beside this run's, only what the card published.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from medical_matryoshka.config.sections import PathsConfig
 from medical_matryoshka.errors import PipelineError
-from medical_matryoshka.retrieval.tables import metric_change
+from medical_matryoshka.retrieval.tables import by_dim, metric_change
 
 REF = "refs/tags/model-card"
 _DATASET = re.compile(r"^\* Dataset: `(dim_\d+)`")
@@ -39,12 +40,43 @@ def parse_card(text: str) -> dict[str, dict[str, dict[str, float]]]:
     return tables
 
 
-def card_views(card: dict, paths: PathsConfig) -> dict[str, dict]:
-    """What each pipeline metrics file would hold if this pipeline had produced the card's numbers."""
+def card_views(card: dict, paths: PathsConfig, metric: str) -> dict[str, dict | None]:
+    """What each pipeline metrics file would hold if this pipeline had produced the card's numbers; None for
+    the files the card has nothing for (data, mining, training): the ref leaves them out."""
     return {
         paths.baseline_metrics: {"base": card["base"]},
         paths.eval_metrics: {**card, "change": metric_change(card["base"], card["finetuned"])},
+        paths.summary_metrics: by_dim(card["finetuned"], metric),
+        paths.data_metrics: None,
+        paths.mining_metrics: None,
+        paths.train_metrics: None,
     }
+
+
+def card_diff(card: dict, run: dict, measures: tuple[str, ...] = ()) -> list[str]:
+    """The card's published numbers beside this run's (metrics/eval.json), per metric and dimension both have:
+    base and fine-tuned, card, run and change. `measures` keeps metrics whose name contains one of them."""
+    dims = [d for d in card["finetuned"] if d in run["finetuned"]]
+    if not dims:
+        return [f"no dimension in common: the card has {', '.join(card['finetuned'])}, this run "
+                f"{', '.join(run['finetuned'])}"]  # fmt: skip
+    metrics = [m for m in card["finetuned"][dims[0]] if not measures or any(x in m for x in measures)]
+    width = max(len(m) for m in metrics) if metrics else 6
+    lines = [
+        f"{'':{width}}  {'':>5}  {'base model':^24}  {'fine-tuned':^24}",
+        f"{'metric':{width}}  {'dim':>5}" + f"  {'card':>6}  {'run':>6}  {'change':>7}" * 2,
+    ]
+    for metric in metrics:
+        for dim in dims:
+            cells = []
+            for part in ("base", "finetuned"):
+                theirs, ours = card[part].get(dim, {}).get(metric), run[part].get(dim, {}).get(metric)
+                if theirs is None or ours is None:
+                    cells.append(f"{'-':>6}  {'-':>6}  {'-':>7}")
+                else:
+                    cells.append(f"{theirs:6.4f}  {ours:6.4f}  {ours - theirs:+7.4f}")
+            lines.append(f"{metric:{width}}  {dim.removeprefix('dim_'):>5}  {cells[0]}  {cells[1]}")
+    return lines
 
 
 def _git(*args: str, env: dict[str, str] | None = None, data: str | None = None) -> str:
@@ -54,8 +86,8 @@ def _git(*args: str, env: dict[str, str] | None = None, data: str | None = None)
     return result.stdout.strip()
 
 
-def write_card_ref(files: dict[str, dict]) -> str:
-    """Commit HEAD's tree plus `files` (JSON) to REF, without touching the index or work tree."""
+def write_card_ref(files: dict[str, dict | None]) -> str:
+    """Commit HEAD's tree with `files` (JSON; None: left out) to REF, without touching the index or work tree."""
     git_dir = Path(_git("rev-parse", "--absolute-git-dir"))
     env = {
         **os.environ,
@@ -74,6 +106,9 @@ def write_card_ref(files: dict[str, dict]) -> str:
     try:
         _git("read-tree", head, env=env)
         for path, content in files.items():
+            if content is None:
+                _git("update-index", "--force-remove", path, env=env)
+                continue
             blob = _git("hash-object", "-w", "--stdin", data=json.dumps(content, indent=2) + "\n")
             _git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
         tree = _git("write-tree", env=env)

@@ -28,30 +28,67 @@ def metric_by_dim(tables: dict[str, dict], metric: str) -> dict[str, list[dict]]
     }
 
 
-def write_plots(folder: Path, series: dict[str, list[dict]], eval_cfg: EvalConfig) -> Path:
-    """One CSV per series (DVC plots: x = dim, y = plot_column) and a PNG with every line; returns the PNG."""
-    import matplotlib
+STYLE = {  # colour-blind-safe (Okabe-Ito) pairs: the card's models dashed, this run's solid
+    "card_base": {"color": "#999999", "marker": "s", "linestyle": "--"},
+    "card_finetuned": {"color": "#E69F00", "marker": "D", "linestyle": "--"},
+    "base": {"color": "#56B4E9", "marker": "o", "linestyle": "-"},
+    "finetuned": {"color": "#0072B2", "marker": "^", "linestyle": "-"},
+}
+GAINS = {"card_finetuned": "card_base", "finetuned": "base"}  # each fine-tuned model against its own base
 
-    matplotlib.use("Agg")
+
+def write_plots(folder: Path, series: dict[str, list[dict]], eval_cfg: EvalConfig, title: str = "") -> Path:
+    """One CSV per series (DVC plots: x = dim, y = plot_column) and the PNG of `draw`; returns the PNG."""
     import matplotlib.pyplot as plt
 
     metric = eval_cfg.primary_metric
     data = folder / "ndcg_by_dim"
     data.mkdir()
-    fig, ax = plt.subplots(figsize=(6, 4))
     for name, rows in series.items():
         (data / f"{name}.csv").write_text(
             f"dim,{plot_column(eval_cfg)}\n" + "".join(f"{r['dim']},{r[metric]:.6f}\n" for r in rows), encoding="utf-8"
         )
-        ax.plot([r["dim"] for r in rows], [r[metric] for r in rows], marker="o", label=LABELS[name])
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("embedding dimension")
-    ax.set_ylabel(f"test {metric}")
-    ax.set_title(f"{metric} by Matryoshka dimension")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig = draw(series, eval_cfg, title)
     image = folder / "ndcg_by_dim.png"
-    fig.tight_layout()
     fig.savefig(image, dpi=120)
     plt.close(fig)
     return image
+
+
+def draw(series: dict[str, list[dict]], eval_cfg: EvalConfig, title: str = ""):
+    """Two panels: the metric by dimension for every series, and each fine-tuned model's change against its
+    base (where the runs of a sweep differ). The models' real dims are the x ticks; `title` names the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
+
+    metric = eval_cfg.primary_metric
+    fig, (ax, gain_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    dims = sorted({r["dim"] for rows in series.values() for r in rows})
+    for name, rows in series.items():
+        ax.plot([r["dim"] for r in rows], [r[metric] for r in rows], label=LABELS[name], **STYLE[name])
+    for tuned, base in GAINS.items():
+        if tuned in series and base in series:
+            base_values = {r["dim"]: r[metric] for r in series[base]}
+            rows = [r for r in series[tuned] if r["dim"] in base_values]
+            gains = [r[metric] - base_values[r["dim"]] for r in rows]
+            gain_ax.plot([r["dim"] for r in rows], gains, label=f"{LABELS[tuned]} - base", **STYLE[tuned])
+    for axis in (ax, gain_ax):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(dims, [str(d) for d in dims])  # the models' real dims, not powers of 2
+        axis.xaxis.set_minor_locator(NullLocator())
+        axis.set_xlabel("embedding dimension (Matryoshka truncation)")
+        axis.grid(alpha=0.3)
+    ax.set_ylabel(f"test {eval_cfg.primary_measure}")
+    ax.set_title(f"test {eval_cfg.primary_measure} by dimension")
+    ax.legend(fontsize=8)
+    gain_ax.axhline(0, color="black", linewidth=0.8)
+    gain_ax.set_ylabel(f"change in {eval_cfg.primary_measure}")
+    gain_ax.set_title("fine-tuned minus its base model")
+    gain_ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

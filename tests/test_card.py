@@ -59,19 +59,45 @@ def test_card_ref_holds_the_card_at_the_pipeline_metrics_paths(tmp_path, monkeyp
     git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True, text=True)  # noqa: E731
     git("init", "-q")
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    git("add", "dvc.yaml")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics/train.json").write_text('{"train_loss": 1.0}\n')  # this run's: not the card's
+    git("add", "dvc.yaml", "metrics")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
     monkeypatch.chdir(tmp_path)
     card = json.loads((REPO / CARD_JSON).read_text())
     paths = section(PathsConfig, PARAMS, "paths")
-    write_card_ref(card_views(card, paths))
+    write_card_ref(card_views(card, paths, "cosine_ndcg@10"))
     shown = json.loads(git("show", "model-card:metrics/baseline.json").stdout)
     assert shown == {"base": card["base"]}
     both = json.loads(git("show", "model-card:metrics/eval.json").stdout)
     assert both["finetuned"] == card["finetuned"]
     assert both["change"]["dim_768"]["cosine_ndcg@10"] == pytest.approx(0.5345 - 0.408)
-    assert git("show", "model-card:dvc.yaml").stdout == "stages: {}\n"  # HEAD's tree, plus the card
+    summary = json.loads(git("show", "model-card:metrics/summary.json").stdout)
+    assert summary == {"d0064": card["finetuned"]["dim_64"]["cosine_ndcg@10"], **summary} and len(summary) == 5
+    assert git("ls-tree", "-r", "--name-only", "model-card").stdout.split() == [
+        "dvc.yaml",
+        "metrics/baseline.json",
+        "metrics/eval.json",
+        "metrics/summary.json",
+    ]  # HEAD's tree less what the card has no numbers for, plus the card
     assert git("status", "--porcelain").stdout == ""  # index and work tree untouched
+
+
+def test_card_diff_prints_only_what_the_card_published():
+    from medical_matryoshka.card import card_diff
+
+    card = json.loads((REPO / CARD_JSON).read_text())
+    run = {part: {"dim_256": dict(card[part]["dim_256"]), "dim_32": {"cosine_ndcg@10": 0.5}} for part in card}
+    run["finetuned"]["dim_256"]["cosine_ndcg@10"] += 0.01
+    lines = card_diff(card, run, ("ndcg@10",))
+    assert len(lines) == 3  # two header lines, one metric at the one common dimension
+    card_value = card["finetuned"]["dim_256"]["cosine_ndcg@10"]
+    assert lines[2].split() == [
+        "cosine_ndcg@10", "256",
+        *(f"{v:.4f}" for v in (card["base"]["dim_256"]["cosine_ndcg@10"],) * 2), "+0.0000",
+        f"{card_value:.4f}", f"{card_value + 0.01:.4f}", "+0.0100",
+    ]  # fmt: skip
+    assert len(card_diff(card, run)) == 2 + 15  # all 15 published metrics
 
 
 def test_card_ref_needs_a_commit(tmp_path, monkeypatch):

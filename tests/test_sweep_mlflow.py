@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from commands.screenshots import serve_mlflow
 from tests.test_pipeline_e2e import experiments, run, tiny_repo
 
 pytestmark = pytest.mark.slow
@@ -30,24 +28,10 @@ def rest(base: str, path: str, body: dict | None = None) -> dict:
 def mlflow_server(tmp_path_factory):
     """`mlflow server` on 127.0.0.1 with its own SQLite store; stopped after the module."""
     folder = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "art"),
-         "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    server, base = serve_mlflow(
+        "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination", str(folder / "art"), "--workers", "1",
     )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{base}/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(1)
-    else:
-        server.kill()
-        raise RuntimeError("mlflow server did not come up within 120 s")
     yield base
     server.terminate()
     server.wait(timeout=30)
@@ -82,12 +66,31 @@ def test_queued_lr_sweep_reaches_the_mlflow_server(tiny_clone, mlflow_server):
     by_lr = {}
     for parent in parents:
         params = {p["key"]: p["value"] for p in parent["data"]["params"]}
-        metrics = {m["key"]: m["value"] for m in parent["data"]["metrics"]}
-        by_lr[float(params["lr"])] = metrics
+        by_lr[float(params["lr"])] = parent
     assert sorted(by_lr) == [1e-5, 3e-5]
     assert {r["info"]["status"] for r in found["runs"]} == {"FINISHED"}  # parents too: evaluate, the last, finished
-    for metrics in by_lr.values():
-        for dim in (64, 32, 16):
-            assert 0 <= metrics[f"finetuned.dim_{dim}.cosine_ndcg_at_10"] <= 1
-    children = [r for r in found["runs"] if r not in parents]
-    assert sorted(r["info"]["run_name"] for r in children).count("train") == 2
+    names = sorted(experiments(tiny_clone))
+    for lr, parent in by_lr.items():
+        name = parent["info"]["run_name"]  # the DVC experiment's name and what it changed
+        assert name.split(" ")[0] in names and name.endswith(f" lr={lr:g}"), name
+        tags = {t["key"]: t["value"] for t in parent["data"]["tags"]}
+        assert f"lr={lr:g}" in tags["mlflow.note.content"]
+        metrics = {m["key"]: m["value"] for m in parent["data"]["metrics"]}
+        for dim in ("0064", "0032", "0016"):  # the summary at every dimension, the base included (baseline cached)
+            assert 0 <= metrics[f"d{dim}.ndcg10"] <= 1 and 0 <= metrics[f"d{dim}.base"] <= 1
+            assert metrics[f"d{dim}.gain"] == pytest.approx(metrics[f"d{dim}.ndcg10"] - metrics[f"d{dim}.base"])
+        history = rest(
+            mlflow_server,
+            f"/api/2.0/mlflow/metrics/get-history?run_id={parent['info']['run_id']}&metric_key=d0064.dev_ndcg10",
+        )
+        assert len(history["metrics"]) >= 1  # the dev curve, on the parent
+        children = [r for r in found["runs"] if {"key": "mlflow.parentRunId", "value": parent["info"]["run_id"]} in
+                    r["data"].get("tags", [])]  # fmt: skip
+        assert {f"{name} / evaluate", f"{name} / train"} <= {r["info"]["run_name"] for r in children}
+        evaluate = next(r for r in children if r["info"]["run_name"].endswith("/ evaluate"))
+        artifacts = rest(mlflow_server, f"/api/2.0/mlflow/artifacts/list?run_id={evaluate['info']['run_id']}")
+        assert [f["path"] for f in artifacts["files"]] == ["ndcg_by_dim.png"]
+        uri = evaluate["info"]["artifact_uri"]  # readable after the queue's temporary copies are gone
+        image = f"{mlflow_server}/get-artifact?path=ndcg_by_dim.png&run_uuid={evaluate['info']['run_id']}"
+        with urllib.request.urlopen(image, timeout=30) as response:
+            assert response.read(8) == b"\x89PNG\r\n\x1a\n", uri

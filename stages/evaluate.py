@@ -45,7 +45,7 @@ def main() -> None:
         with output_dir(paths.plots) as out:
             run.log_artifact(write_plots(out, metric_by_dim(tables, metric), eval_cfg, title=run.parent_name))
         write_json(paths.eval_metrics, metrics)
-        write_json(paths.summary_metrics, by_dim(finetuned, metric))
+        write_json(paths.summary_metrics, {d: round(v, 4) for d, v in by_dim(finetuned, metric).items()})  # as read
         run.log_metrics(metrics)  # the full table, once, on this stage's run
         run.log_metrics(parent_summary(base, finetuned, metric, eval_cfg.primary_measure), parent=True)
         print(f"test {eval_cfg.primary_measure}    base  fine-tuned  change")

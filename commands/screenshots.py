@@ -1,11 +1,13 @@
 """Regenerate the README's pictures: the MLflow UI comparing a sweep's runs, and `dvc plots show`'s page.
 
-    python -m commands.screenshots            # the 3 latest DVC experiments' parent runs
+    python -m commands.screenshots            # the 3 latest pipeline runs (parents) side by side
     python -m commands.screenshots --runs 5   # or more
 
-Needs Chromium (Debian: `apt-get install chromium`). Starts `mlflow ui` on 127.0.0.1 with this repository's
-tracking store (or $MLFLOW_TRACKING_URI's server), opens the runs comparison of the latest finished DVC
-experiments' parent runs, and writes docs/images/mlflow_compare.png and docs/images/dvc_plots.png.
+Needs Chromium (Debian: `apt-get install chromium`) and Playwright to drive it (`pip install -e ".[docs]"`;
+it uses the system Chromium, nothing is downloaded). Starts `mlflow ui` on 127.0.0.1 with this repository's
+tracking store (or uses $MLFLOW_TRACKING_URI's server), opens the comparison of the latest finished pipeline
+runs with "Show diff only" on for params and metrics, and writes
+docs/images/mlflow_compare.png, then docs/images/dvc_plots.png from `dvc plots show`.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 from medical_matryoshka.config.params import load_params, section
 from medical_matryoshka.config.sections import TrackingConfig
 from medical_matryoshka.errors import PipelineError, run_main
-from medical_matryoshka.tracking.runs import tracking_uri
+from medical_matryoshka.tracking.runs import PIPELINE_TAG, tracking_uri
 
 OUT = Path("docs/images")
 
@@ -37,16 +40,61 @@ def chromium() -> str:
     raise PipelineError("Chromium not found; install it (Debian: apt-get install chromium) and rerun")
 
 
-def screenshot(url: str, image: Path, size: str) -> None:
-    """A headless Chromium screenshot of `url`, given time to run the page's scripts."""
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run(
-            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", f"--window-size={size}", "--virtual-time-budget=30000",
-             f"--screenshot={image.resolve()}", url],
-            check=True, capture_output=True, timeout=180,
-        )  # fmt: skip
+# The metrics table is a virtualized grid in a fixed-height box that an auto-sizer follows: give the box (and
+# any wrapper of the same height) the grid's full height, so every row is drawn; return the page's height.
+UNFOLD = """
+for (const inner of document.querySelectorAll('.ReactVirtualized__Grid__innerScrollContainer')) {
+  const grid = inner.parentElement, fixed = grid.clientHeight, full = inner.scrollHeight;
+  for (let e = grid; e && e.tagName !== 'MAIN'; e = e.parentElement) {
+    if (e.clientHeight === fixed) e.style.height = full + 'px';
+  }
+}
+// the auto-sizer learns of the new size through scroll events on its resize triggers
+for (const t of document.querySelectorAll('.contract-trigger, .expand-trigger')) t.dispatchEvent(new Event('scroll'));
+window.dispatchEvent(new Event('resize'));
+document.querySelector('main').scrollHeight
+"""
+
+
+@contextmanager
+def browser():
+    """A headless page in the system Chromium, driven by Playwright."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise PipelineError('Playwright is not installed; pip install -e ".[docs]" and rerun') from None
+    with sync_playwright() as playwright:
+        chrome = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield chrome.new_page(viewport={"width": 1400, "height": 900})
+        finally:
+            chrome.close()
+
+
+def compare_view(page, url: str, image: Path) -> None:
+    """MLflow's run comparison with only what differs between the runs: the swept params, the metrics."""
+    page.goto(url)
+    page.get_by_label("Parameters - Show diff only").wait_for(timeout=120_000)
+    for label in ("Close", "Toggle sidebar"):  # the assistant panel and the navigation: room for the tables
+        if page.get_by_label(label).count():
+            page.get_by_label(label).first.click()
+    page.get_by_text("Visualizations", exact=True).first.click()  # folds the parallel-coordinates plot
+    for label in ("Parameters - Show diff only", "Metrics - Show diff only"):
+        page.get_by_label(label).click()
+    page.wait_for_timeout(1000)
+    page.evaluate(UNFOLD)  # the grid redraws at its new height
+    page.wait_for_timeout(1000)
+    page.set_viewport_size({"width": 1400, "height": min(page.evaluate(UNFOLD) + 40, 5000)})  # the whole page
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(image))
+    print(f"wrote {image}")
+
+
+def plots_page(page, html: Path, image: Path) -> None:
+    page.goto(html.resolve().as_uri())
+    page.locator("canvas, svg").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(image), clip={"x": 0, "y": 0, "width": 1100, "height": 440})
     print(f"wrote {image}")
 
 
@@ -57,7 +105,9 @@ def free_port() -> int:
 
 
 def sweep_parents(uri: str, experiment: str, count: int) -> tuple[str, list[str]]:
-    """The experiment's id and its `count` latest finished parent runs of DVC experiments."""
+    """The experiment's id and its `count` latest finished pipeline (parent) runs. An experiment whose params
+    an earlier run had is restored from DVC's run cache and runs no stage, so it adds no run: the earlier
+    run (a `dvc repro` of the committed params, say) stands for it."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
@@ -66,12 +116,12 @@ def sweep_parents(uri: str, experiment: str, count: int) -> tuple[str, list[str]
         raise PipelineError(f"no MLflow experiment '{experiment}' in {uri}; run a sweep first (see the README)")
     runs = client.search_runs(
         [exp.experiment_id],
-        filter_string="attributes.status = 'FINISHED' and tags.dvc_exp_name != ''",
+        filter_string=f"attributes.status = 'FINISHED' and tags.{PIPELINE_TAG} LIKE '%'",
         order_by=["attributes.start_time DESC"],
         max_results=count,
     )
     if len(runs) < 2:
-        raise PipelineError(f"{len(runs)} finished DVC experiment runs in '{experiment}'; a comparison needs 2 or more")
+        raise PipelineError(f"{len(runs)} finished pipeline runs in '{experiment}'; a comparison needs 2 or more")
     return exp.experiment_id, [r.info.run_id for r in runs]
 
 
@@ -107,14 +157,15 @@ def main() -> None:
     server, base = (None, uri.rstrip("/")) if remote else serve_mlflow("ui", "--backend-store-uri", uri)
     try:
         query = urllib.parse.urlencode({"runs": json.dumps(run_ids), "experiments": json.dumps([exp_id])})
-        screenshot(f"{base}/#/compare-runs?{query}", OUT / "mlflow_compare.png", "1600,1400")
+        with browser() as page:
+            compare_view(page, f"{base}/#/compare-runs?{query}", OUT / "mlflow_compare.png")
     finally:
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, browser() as page:
         subprocess.run(["dvc", "plots", "show", "-o", folder], check=True, capture_output=True)
-        screenshot(Path(folder, "index.html").resolve().as_uri(), OUT / "dvc_plots.png", "1100,520")
+        plots_page(page, Path(folder, "index.html"), OUT / "dvc_plots.png")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,11 @@ from medical_matryoshka.training.trainer import base_model, build_trainer, run_t
 def announce(data: TrainingData, cfg: TrainConfig, rotation: dict, resume: str | None) -> None:
     steps = optimizer_steps([len(rows) for rows in data.datasets.values()], cfg, world_size())
     if rotation:
-        print(f"PCA rotation from {len(data.rotation_texts)} training texts, variance kept: {rotation}")
+        kept = ", ".join(f"{k.removeprefix('pca_variance_dim_')} {v:.3f}" for k, v in rotation.items() if "dim_" in k)
+        print(
+            f"PCA rotation from {len(data.rotation_texts)} training texts in {rotation['pca_seconds']} s; "
+            f"variance in the first d components: {kept}"
+        )
     passages = data.datasets.get("passages")
     print(
         f"training on {len(data.pairs)} pairs ({data.duplicates_dropped} duplicates dropped)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 from pathlib import Path
@@ -58,6 +59,19 @@ def test_queued_lr_sweep_reaches_the_mlflow_server(tiny_clone, mlflow_server):
     assert status.count("Success") == 2, status + logs
 
     assert sorted(params["lr"] for params in experiments(tiny_clone).values()) == [float(lr) for lr in LRS]
+    # the README's `dvc exp show` (sorted by this config's full dim): name, lr, NDCG@10 by dim in 120 columns
+    show = ["dvc", "exp", "show", "--no-pager", "--drop", ".*", "--keep", "^(Experiment|lr|d[0-9]{4})$"]
+    show += ["--sort-by", "d0064", "--sort-order", "desc"]
+    table = run(show, tiny_clone, COLUMNS="120").stdout
+    assert all(len(line) <= 120 for line in table.splitlines()), table
+    header = next(line.split() for line in table.splitlines() if "Experiment" in line)
+    assert {"d0016", "d0032", "d0064", "lr"} <= set(header), table  # (this copy's workspace holds main's dims too)
+    rows = {m[2]: m[3].split() for m in re.finditer(r"\s([0-9a-f]{7}) \[([a-z]+-[a-z]+)\]\s+(.*)", table)}
+    assert sorted(rows) == sorted(experiments(tiny_clone)), table
+    column = header.index("d0064") - 1  # the values after the name; "Experiment" heads the name
+    scores = [cells[column] for cells in rows.values()]
+    assert all(re.fullmatch(r"[01](\.\d{1,4})?", v) for v in scores), table  # 4 decimals at most
+    assert [float(v) for v in scores] == sorted((float(v) for v in scores), reverse=True), table  # best first
 
     experiment = rest(mlflow_server, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=medical-matryoshka")
     exp_id = experiment["experiment"]["experiment_id"]

@@ -174,7 +174,7 @@ def test_sigterm_to_dvc_stops_the_trainer_and_a_torn_checkpoint_does_not_block(r
     while trainers_in(repo) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert trainers_in(repo) == []  # the trainer did not outlive dvc
-    killed = next(r for r in mlflow_runs(repo) if r.info.run_name == "train")
+    killed = next(r for r in mlflow_runs(repo) if r.data.tags.get("stage") == "train")
     assert killed.info.status in ("KILLED", "RUNNING")  # KILLED by the stage itself, else by the next stage's sweep
 
     # a kill in the middle of writing the newest checkpoint: it lacks its completion mark
@@ -187,7 +187,7 @@ def test_sigterm_to_dvc_stops_the_trainer_and_a_torn_checkpoint_does_not_block(r
     assert json.loads((repo / "metrics/train.json").read_text())["resumed_from_step"] > 0
     runs = {r.info.run_id: r for r in mlflow_runs(repo)}
     assert runs[killed.info.run_id].info.status == "KILLED"
-    statuses = {r.info.run_name: r.info.status for r in list(runs.values())[:2]}
+    statuses = {r.data.tags.get("stage"): r.info.status for r in list(runs.values())[:2]}
     assert statuses == {"train": "FINISHED", "evaluate": "FINISHED"}
     assert runs[killed.data.tags["mlflow.parentRunId"]].info.status == "FINISHED"  # the same params, now complete
     restore_and_check(repo)

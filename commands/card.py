@@ -20,7 +20,7 @@ from medical_matryoshka.atomic import write_json
 from medical_matryoshka.card import REF, card_diff, card_views, parse_card, write_card_ref
 from medical_matryoshka.config.params import load_params, section
 from medical_matryoshka.config.sections import EvalConfig, PathsConfig
-from medical_matryoshka.errors import PipelineError, run_main
+from medical_matryoshka.errors import require_input, run_main
 
 
 def main() -> None:
@@ -36,9 +36,7 @@ def main() -> None:
         print(f"wrote {paths.card}")
     card = json.loads(Path(paths.card).read_text(encoding="utf-8"))
     if args.action == "diff":
-        if not Path(paths.eval_metrics).is_file():
-            raise PipelineError(f"{paths.eval_metrics} not found: run the pipeline first (dvc repro)")
-        run = json.loads(Path(paths.eval_metrics).read_text(encoding="utf-8"))
+        run = json.loads(require_input(paths.eval_metrics, "evaluate").read_text(encoding="utf-8"))
         print(f"the card ({paths.card}) and this run ({paths.eval_metrics}): test retrieval")
         print("\n".join(card_diff(card, run, tuple(args.metric))))
         return

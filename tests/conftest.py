@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pandas as pd
@@ -46,13 +45,6 @@ PAIRS = [
         "Bisoprolol reduced all-cause mortality by 34% in chronic heart failure.",
     ),
 ]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (for a local server, or a dead one)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def find_pubmedqa() -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from commands.screenshots import free_port
 from tests.test_pipeline_e2e import run, tiny_repo
 
 pytestmark = pytest.mark.slow

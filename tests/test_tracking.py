@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from commands.screenshots import free_port
 from medical_matryoshka.errors import Interrupted, PipelineError
 from medical_matryoshka.tracking import runs as tracking
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO
 
 
 @pytest.fixture

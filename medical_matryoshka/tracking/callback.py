@@ -59,8 +59,8 @@ class CompactProgress(ProgressCallback):
         if dev_metric(self.dims[0], self.eval_cfg) not in logs:
             return
         measure = self.eval_cfg.primary_measure
+        shown = dict.fromkeys((measure, *SHOWN))
         for dim in self.dims:
             key = dev_metric(dim, self.eval_cfg).removesuffix(measure)  # eval_dev_dim_384_cosine_
-            shown = dict.fromkeys((measure, *SHOWN))
             values = "  ".join(f"{m} {logs[key + m]:.4f}" for m in shown if key + m in logs)
             self.training_bar.write(f"epoch {state.epoch:g}  dev  dim {dim:>4}  {values}")

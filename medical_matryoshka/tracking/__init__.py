@@ -1,1 +1,1 @@
-"""MLflow: a parent run per pipeline execution, a nested run per stage, the trainer's log callback."""
+"""MLflow: a parent run per pipeline execution, a nested run per stage."""

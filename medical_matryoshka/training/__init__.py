@@ -1,1 +1,2 @@
-"""Matryoshka fine-tuning with sentence-transformers' trainer: data, loss, arguments, model surgery, runtime."""
+"""Matryoshka fine-tuning with sentence-transformers' trainer: data, loss, arguments, model surgery, runtime,
+callbacks."""

@@ -11,9 +11,9 @@ from medical_matryoshka.config.sections import EvalConfig, ModelConfig, TrainCon
 from medical_matryoshka.models import load_model
 from medical_matryoshka.retrieval.dev_evaluator import MatryoshkaRetrievalEvaluator, dev_history
 from medical_matryoshka.retrieval.scoring import RetrievalSet
-from medical_matryoshka.tracking.callback import CompactProgress, MlflowLogCallback
 from medical_matryoshka.tracking.runs import StageRun
 from medical_matryoshka.training.arguments import training_args
+from medical_matryoshka.training.callbacks import CompactProgress, MlflowLogCallback
 from medical_matryoshka.training.checkpoints import MarkCompleteCheckpoints
 from medical_matryoshka.training.data import TrainingData
 from medical_matryoshka.training.loss import build_loss

@@ -330,17 +330,20 @@ def test_one_training_per_checkpoint_folder_and_a_dead_holder_frees_it(tmp_path)
 
 
 SPAWN_CHILD = """
-import subprocess, sys
-child = subprocess.Popen([sys.executable, "-c",
-    "from medical_matryoshka.training.runtime import die_with_parent; import time; die_with_parent(); "
-    "print('ready', flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
-assert child.stdout.readline().strip() == "ready"
-print(child.pid, flush=True)
+import shlex, subprocess, sys
+trainer = [sys.executable, "-c",
+    "from medical_matryoshka.training.runtime import die_with_parent; import os, time; die_with_parent(); "
+    "print(os.getpid(), flush=True); time.sleep(120)"]
+if sys.argv[1] != "direct":  # as dvc runs a stage: `$SHELL -c "<cmd>"`; dash forks the command, bash execs it
+    trainer = [sys.argv[1], "-c", shlex.join(trainer)]
+child = subprocess.Popen(trainer, stdout=subprocess.PIPE, text=True)
+print(child.stdout.readline().strip(), flush=True)
 child.wait()
 """
 
 
-def test_a_trainer_does_not_outlive_the_process_that_started_it():
+@pytest.mark.parametrize("shell", ["direct", "/bin/dash", "/bin/bash"])
+def test_a_trainer_does_not_outlive_the_process_that_started_it(shell):
     import os
     import signal
     import subprocess
@@ -348,7 +351,7 @@ def test_a_trainer_does_not_outlive_the_process_that_started_it():
     import time
     from pathlib import Path
 
-    parent = subprocess.Popen([sys.executable, "-c", SPAWN_CHILD], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    parent = subprocess.Popen([sys.executable, "-c", SPAWN_CHILD, shell], stdout=subprocess.PIPE, text=True, cwd=REPO)
     child = int(parent.stdout.readline())
     parent.send_signal(signal.SIGKILL)  # as when `dvc` is killed
     parent.wait()

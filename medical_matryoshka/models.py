@@ -115,3 +115,21 @@ def encode(model: SentenceTransformer, texts: list[str], label: str, method: str
     finally:
         if original is not None:
             st_model.trange = original
+
+
+MODEL_TAG = "model.sha256"  # evaluate tags the pipeline's parent run with the weights it evaluated
+
+
+def weights_digest(folder: str | Path) -> str:
+    """sha256 of a saved model's weight files (names and bytes), the same for the same weights wherever they
+    are copied: how `commands.register` finds the run that produced a model folder."""
+    import hashlib
+
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.safetensors")):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()

@@ -37,6 +37,12 @@ STYLE = {  # colour-blind-safe (Okabe-Ito) pairs: the card's models dashed, this
 GAINS = {"card_finetuned": "card_base", "finetuned": "base"}  # each fine-tuned model against its own base
 
 
+def fit_title(title: str, width: int = 110) -> str:
+    """A run's name as a figure title: a sweep's long override list is cut to one line (the run's description
+    in MLflow has it whole)."""
+    return title if len(title) <= width else title[: width - 1] + "…"
+
+
 def write_plots(folder: Path, series: dict[str, list[dict]], eval_cfg: EvalConfig, title: str = "") -> Path:
     """One CSV per series (DVC plots: x = dim, y = plot_column) and the PNG of `draw`; returns the PNG."""
     import matplotlib.pyplot as plt
@@ -89,6 +95,85 @@ def draw(series: dict[str, list[dict]], eval_cfg: EvalConfig, title: str = ""):
     gain_ax.set_title("fine-tuned minus its base model")
     gain_ax.legend(fontsize=8)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(fit_title(title), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+PRECISION_STYLE = {  # Okabe-Ito, one colour and marker per precision
+    "float32": {"color": "#0072B2", "marker": "o"},
+    "int8": {"color": "#009E73", "marker": "s"},
+    "binary": {"color": "#D55E00", "marker": "v"},
+    "binary_rescore": {"color": "#CC79A7", "marker": "^"},
+}
+
+
+def write_frontier_plot(folder: Path, frontier: dict, measure: str, title: str = "") -> Path:
+    """<folder>/frontier.png of `draw_frontier`; returns its path."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_frontier(frontier, measure, title)
+    image = folder / "frontier.png"
+    fig.savefig(image, dpi=120)
+    plt.close(fig)
+    return image
+
+
+def draw_frontier(frontier: dict, measure: str, title: str = ""):
+    """Bytes per vector (log scale) against the metric: a colour per precision, the fine-tuned model filled and
+    joined across dims, the base model hollow and dotted at the same sizes; each fine-tuned point is labelled
+    with its dim. `frontier`: {"bytes": {d: {precision: n}}, "base": {d: {precision: v}}, "finetuned": ...}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
+
+    sizes = frontier["bytes"]
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    ticks = set()
+    for model, filled, line in (("base", False, ":"), ("finetuned", True, "-")):
+        if model not in frontier:
+            continue
+        table = frontier[model]
+        for precision, style in PRECISION_STYLE.items():
+            dims = [d for d in table if precision in table[d]]
+            if not dims:
+                continue
+            xs, ys = [sizes[d][precision] for d in dims], [table[d][precision] for d in dims]
+            ticks.update(xs)
+            label = f"{'fine-tuned' if filled else 'base'}: {precision}"
+            face = style["color"] if filled else "white"
+            ax.plot(
+                xs,
+                ys,
+                linestyle=line,
+                color=style["color"],
+                marker=style["marker"],
+                markerfacecolor=face,
+                alpha=1.0 if filled else 0.7,
+                label=label,
+            )
+            if filled:
+                for d, x, y in zip(dims, xs, ys, strict=True):
+                    ax.annotate(
+                        str(int(d[1:])),
+                        (x, y),
+                        textcoords="offset points",
+                        xytext=(4, 4),
+                        fontsize=7,
+                        color=style["color"],
+                    )
+    ax.set_xscale("log", base=2)
+    ticks = sorted(ticks)
+    ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=7, rotation=45)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("bytes per vector (log scale); labels: Matryoshka dimension")
+    ax.set_ylabel(f"test {measure}")
+    ax.set_title(f"size / quality frontier: test {measure} by bytes per stored vector")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2, loc="lower right")
+    if title:
+        fig.suptitle(fit_title(title), fontsize=10)
     fig.tight_layout()
     return fig

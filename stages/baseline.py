@@ -1,6 +1,8 @@
 """Stage `baseline`: the un-tuned base model on the test retrieval set at every Matryoshka dimension.
 
-Writes {"base": {"dim_<d>": {<15 metrics>}}} to <baseline_metrics>, the schema of metrics/model_card.json.
+Writes {"base": {"dim_<d>": {<15 metrics>}}} to <baseline_metrics>, the schema of metrics/model_card.json, and
+{"base": {"d<dim>": {<precision>: <primary metric>}}} to <baseline_frontier> (retrieval/frontier.py), both from
+one encoding of the test set.
 """
 
 from __future__ import annotations
@@ -9,27 +11,35 @@ import time
 from pathlib import Path
 
 from medical_matryoshka.atomic import write_json
-from medical_matryoshka.config.sections import EvalConfig, ModelConfig
+from medical_matryoshka.config.sections import EvalConfig, FrontierConfig, ModelConfig
 from medical_matryoshka.config.stage import StageConfig
 from medical_matryoshka.errors import run_main
 from medical_matryoshka.models import load_model
-from medical_matryoshka.retrieval.scoring import load_retrieval_set, score_all_dims
+from medical_matryoshka.retrieval.frontier import calibration_embeddings, frontier, frontier_table
+from medical_matryoshka.retrieval.scoring import encode_set, load_retrieval_set, metrics_by_dim
 
 
 def main() -> None:
     stage = StageConfig.load("baseline")
     model_cfg, eval_cfg = stage.section(ModelConfig, "model"), stage.section(EvalConfig, "eval")
+    frontier_cfg = stage.section(FrontierConfig, "frontier")
 
     test_set = load_retrieval_set(Path(stage.paths.prepared) / "test.json")
     model = load_model(model_cfg)
     with stage.track() as run:
         start = time.perf_counter()
-        metrics = {"base": score_all_dims(model, test_set, model_cfg.dims, eval_cfg)}
+        encoded = encode_set(model, test_set, eval_cfg)
+        metrics = {"base": metrics_by_dim(encoded, model_cfg.dims)}
         seconds = time.perf_counter() - start
+        calibration = calibration_embeddings(model, Path(stage.paths.prepared) / "train.parquet", eval_cfg.batch_size)
+        base_frontier = {"base": frontier(encoded, calibration, model_cfg.dims, frontier_cfg, eval_cfg.primary_metric)}
         for dim, values in metrics["base"].items():
             print(f"{dim:>8}  {eval_cfg.primary_metric}={values[eval_cfg.primary_metric]:.4f}")
         write_json(stage.paths.baseline_metrics, metrics)
-        run.log_metrics({**metrics, "eval_seconds": seconds})  # the parent gets base values from evaluate
+        write_json(stage.paths.baseline_frontier, base_frontier)
+        print(frontier_table(base_frontier["base"], eval_cfg.primary_measure, "base model"))
+        # the parent gets base values from evaluate
+        run.log_metrics({**metrics, "eval_seconds": seconds, "frontier": base_frontier["base"]})
 
 
 if __name__ == "__main__":

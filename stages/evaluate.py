@@ -5,6 +5,8 @@ stage's MLflow run), <summary_metrics> = the fine-tuned primary metric by dimens
 the parent run gets it with the base values and gains), and the
 primary metric by dimension for the card's base and fine-tuned models and this run's, as DVC plot data
 (<plots>/ndcg_by_dim/*.csv) and as an image (<plots>/ndcg_by_dim.png, also logged to MLflow).
+The size / quality frontier (retrieval/frontier.py), scored from the same encoding: <frontier_metrics> =
+{"bytes", "base" (from baseline), "finetuned"}: {"d<dim>": {<precision>: ...}}, drawn in <plots>/frontier.png.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import json
 from pathlib import Path
 
 from medical_matryoshka.atomic import output_dir, write_json
-from medical_matryoshka.config.sections import EvalConfig, ModelConfig
+from medical_matryoshka.config.sections import EvalConfig, FrontierConfig, ModelConfig
 from medical_matryoshka.config.stage import StageConfig
 from medical_matryoshka.errors import require_input, run_main
-from medical_matryoshka.models import load_model
-from medical_matryoshka.plots import metric_by_dim, write_plots
-from medical_matryoshka.retrieval.scoring import load_retrieval_set, score_all_dims
+from medical_matryoshka.models import MODEL_TAG, load_model, weights_digest
+from medical_matryoshka.plots import metric_by_dim, write_frontier_plot, write_plots
+from medical_matryoshka.retrieval.frontier import calibration_embeddings, frontier, frontier_table, vector_bytes
+from medical_matryoshka.retrieval.scoring import encode_set, load_retrieval_set, metrics_by_dim
 from medical_matryoshka.retrieval.tables import by_dim, metric_change, parent_summary
 from medical_matryoshka.training.checkpoints import discard_finished
 
@@ -27,9 +30,11 @@ from medical_matryoshka.training.checkpoints import discard_finished
 def main() -> None:
     stage = StageConfig.load("evaluate")
     model_cfg, eval_cfg, paths = stage.section(ModelConfig, "model"), stage.section(EvalConfig, "eval"), stage.paths
+    frontier_cfg = stage.section(FrontierConfig, "frontier")
 
     test_set = load_retrieval_set(Path(paths.prepared) / "test.json")
     base = json.loads(require_input(paths.baseline_metrics, "baseline").read_text(encoding="utf-8"))["base"]
+    base_frontier = json.loads(require_input(paths.baseline_frontier, "baseline").read_text(encoding="utf-8"))["base"]
     card = json.loads(Path(paths.card).read_text(encoding="utf-8"))
     require_input(paths.model, "train", what="fine-tuned model ")
     model = load_model(dataclasses.replace(model_cfg, name=paths.model, embedded_package=None))
@@ -38,13 +43,22 @@ def main() -> None:
         print(f"removed {stale}: checkpoints of an interrupted run whose model DVC has since put in place")
 
     with stage.track() as run:
-        finetuned = score_all_dims(model, test_set, model_cfg.dims, eval_cfg)
+        encoded = encode_set(model, test_set, eval_cfg)
+        finetuned = metrics_by_dim(encoded, model_cfg.dims)
+        calibration = calibration_embeddings(model, Path(paths.prepared) / "train.parquet", eval_cfg.batch_size)
+        tuned_frontier = frontier(encoded, calibration, model_cfg.dims, frontier_cfg, eval_cfg.primary_metric)
+        sizes = vector_bytes(model_cfg.dims, frontier_cfg.precisions)
+        frontiers = {"bytes": sizes, "base": base_frontier, "finetuned": tuned_frontier}
         metrics = {"base": base, "finetuned": finetuned, "change": metric_change(base, finetuned)}
         metric = eval_cfg.primary_metric
         tables = {"card_base": card["base"], "card_finetuned": card["finetuned"], "base": base, "finetuned": finetuned}
         with output_dir(paths.plots) as out:
             run.log_artifact(write_plots(out, metric_by_dim(tables, metric), eval_cfg, title=run.parent_name))
+            run.log_artifact(write_frontier_plot(out, frontiers, eval_cfg.primary_measure, title=run.parent_name))
         write_json(paths.eval_metrics, metrics)
+        write_json(paths.frontier_metrics, frontiers)
+        run.log_metrics({"frontier": {"finetuned": tuned_frontier, "base": base_frontier}})
+        run.set_tag(MODEL_TAG, weights_digest(paths.model), parent=True)  # `commands.register` finds the run by it
         write_json(paths.summary_metrics, {d: round(v, 4) for d, v in by_dim(finetuned, metric).items()})  # as read
         run.log_metrics(metrics)  # the full table, once, on this stage's run
         run.log_metrics(parent_summary(base, finetuned, metric, eval_cfg.primary_measure), parent=True)
@@ -52,6 +66,7 @@ def main() -> None:
         for dim in finetuned:
             change = metrics["change"][dim][metric]
             print(f"{dim:>12}  {base[dim][metric]:.4f}  {finetuned[dim][metric]:10.4f}  {change:+.4f}")
+        print(frontier_table(tuned_frontier, eval_cfg.primary_measure, "fine-tuned"))
         if link := run.parent_link():
             print(f"MLflow run: {link}")
 

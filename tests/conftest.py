@@ -9,6 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from commands.screenshots import serve_mlflow
+
 REPO = Path(__file__).resolve().parents[1]
 
 PAIRS = [
@@ -117,3 +119,16 @@ def tracking_store(tmp_path, monkeypatch) -> str:
     for var in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_ROOT"):
         monkeypatch.delenv(var, raising=False)
     return uri
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """`mlflow server` on 127.0.0.1 with its own SQLite store; stopped after the module."""
+    folder = tmp_path_factory.mktemp("mlflow_server")
+    server, base = serve_mlflow(
+        "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination", str(folder / "art"), "--workers", "1",
+    )  # fmt: skip
+    yield base
+    server.terminate()
+    server.wait(timeout=30)

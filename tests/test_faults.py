@@ -64,6 +64,7 @@ CASES = [
     ("lr", ["lr=1e10"], {}, r"lr must be in \(0, 1\) .* got 1e\+10"),
     ("weights", ["train.matryoshka_weights=[1,-1,1]"], {}, "train.matryoshka_weights must be >= 0"),
     ("ndcg", ["eval.ndcg_at_k=[5]"], {}, "eval.ndcg_at_k must have 10 as its largest cut-off"),
+    ("precision", ["frontier.precisions=[float32,int4]"], {}, r"frontier.precisions: unknown precision \['int4'\]"),
     ("unknown key", ["+lrr=1", "seed=7"], {}, "unknown key 'lrr'"),  # seed reruns prepare, which checks all
     ("not a model", ["model.name=data/raw/notamodel"], {"notamodel/readme.txt": b"hi"}, "is a folder but not a model"),
     ("empty mining", ["data.max_docs=1"], {}, "mining kept none of the"),

@@ -133,8 +133,19 @@ def test_train_and_evaluate_outputs(clone, first_repro):
     for dim in ("dim_384", "dim_32"):
         ft, base = result["finetuned"][dim]["cosine_ndcg@10"], result["base"][dim]["cosine_ndcg@10"]
         assert result["change"][dim]["cosine_ndcg@10"] == pytest.approx(ft - base)
+    frontier = json.loads((clone / "metrics/frontier.json").read_text())
+    precisions = params["frontier"]["precisions"]
+    assert set(frontier) == {"bytes", "base", "finetuned"}
+    assert list(frontier["finetuned"]) == [f"d{d:04d}" for d in sorted(params["model"]["dims"])]
+    assert frontier["bytes"]["d0384"] == {"float32": 1536, "int8": 384, "binary": 48, "binary_rescore": 48}
+    for dim in ("dim_384", "dim_32"):  # float32 is the evaluation's cosine ranking, from the same encoding
+        label = f"d{int(dim[4:]):04d}"
+        assert list(frontier["finetuned"][label]) == precisions
+        assert frontier["finetuned"][label]["float32"] == pytest.approx(result["finetuned"][dim]["cosine_ndcg@10"])
+        assert frontier["base"][label]["float32"] == pytest.approx(result["base"][dim]["cosine_ndcg@10"])
     plots = clone / "plots"
     assert (plots / "ndcg_by_dim.png").stat().st_size > 0
+    assert (plots / "frontier.png").stat().st_size > 0
     assert sorted(p.stem for p in (plots / "ndcg_by_dim").iterdir()) == [
         "base",
         "card_base",
@@ -214,6 +225,27 @@ def test_eval_benchmark_runs_both_routes_and_they_agree(clone, first_repro):
     assert re.search(r"speed-up: [0-9.]+x for 5 dims", out)
     worst = float(re.search(r"largest difference ([0-9.e+-]+)", out).group(1))
     assert worst <= 1e-6
+
+
+def test_index_benchmark_measures_each_dim_and_precision_against_exact_search(clone, first_repro, tmp_path):
+    """The README's index benchmark on a few thousand vectors: exact search is its own reference, an inverted
+    file finds at most what exact search finds, and the stored bytes follow the precision."""
+    cmd = ["python", "-m", "benchmarks.index_search", "--n", "5000", "--nlist", "64", "--nprobe", "4", "64"]
+    out = run([*cmd, "--dims", "384", "32", "--queries", "50", "--out", str(tmp_path / "index.json")], clone).stdout
+    assert "synthetic vectors per index" in out
+    rows = json.loads((tmp_path / "index.json").read_text())
+    assert len(rows) == 2 * 3 * 3  # dims x precisions x (exact + 2 nprobe)
+    for row in rows:
+        assert 0.0 <= row["recall@10"] <= 1.0 and row["queries_per_s"] > 0
+        assert row["recall@10"] == 1.0 or row["index"] != "exact"
+    full = {r["index"]: r["recall@10"] for r in rows if r["dim"] == 32 and r["precision"] == "float32"}
+    assert full["ivf64,nprobe64"] == 1.0 >= full["ivf64,nprobe4"]  # every list probed is exact search
+    exact = {(r["dim"], r["precision"]): r["index_mib"] for r in rows if r["index"] == "exact"}
+    assert exact[384, "float32"] / exact[384, "int8"] == pytest.approx(4, rel=0.01)
+    assert exact[384, "float32"] / exact[384, "binary"] == pytest.approx(32, rel=0.01)
+    bad = run([*cmd, "--dims", "100"], clone, check=False)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: --dims 100 is not one of the model's Matryoshka dims [384, 256, 128, 64, 32]"
 
 
 def test_rotation_benchmark_keeps_the_full_dimension(clone, first_repro):

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from commands.screenshots import serve_mlflow
 from tests.test_pipeline_e2e import experiments, run, tiny_repo
 
 pytestmark = pytest.mark.slow
@@ -23,19 +22,6 @@ def rest(base: str, path: str, body: dict | None = None) -> dict:
     request = urllib.request.Request(f"{base}{path}", data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """`mlflow server` on 127.0.0.1 with its own SQLite store; stopped after the module."""
-    folder = tmp_path_factory.mktemp("mlflow_server")
-    server, base = serve_mlflow(
-        "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-        "--artifacts-destination", str(folder / "art"), "--workers", "1",
-    )  # fmt: skip
-    yield base
-    server.terminate()
-    server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

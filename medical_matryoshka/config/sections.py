@@ -248,6 +248,38 @@ def train_config(params: dict[str, Any]) -> TrainConfig:
     return build(TrainConfig, {**params["train"], **{k: params.get(k) for k in TRAIN_KNOBS if k in params}})
 
 
+# Embedding precisions of the size/quality frontier, and the bits each stores per dimension.
+PRECISION_BITS = {"float32": 32, "int8": 8, "binary": 1, "binary_rescore": 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontierConfig:
+    """What `baseline` and `evaluate` score beside float32: quantized copies of the same embeddings.
+
+    int8 is calibrated on the training split's embeddings; binary ranks by Hamming distance; binary_rescore
+    re-ranks binary's top rescore_multiplier x top-k candidates by the float query (the stored vectors stay
+    binary), as sentence-transformers' quantized semantic search does.
+    """
+
+    precisions: tuple[str, ...]
+    rescore_multiplier: int
+
+    def validate(self, key: str) -> None:
+        known = tuple(PRECISION_BITS)
+        unknown = [p for p in self.precisions if p not in known]
+        _require(
+            [
+                (bool(self.precisions), f"{key}precisions must list at least one of {', '.join(known)}"),
+                (not unknown, f"{key}precisions: unknown precision {unknown[:1]} (known: {', '.join(known)})"),
+                (
+                    len(set(self.precisions)) == len(self.precisions),
+                    f"{key}precisions lists a precision twice: {list(self.precisions)}",
+                ),
+                (self.rescore_multiplier >= 1, f"{key}rescore_multiplier must be >= 1, got {self.rescore_multiplier}"),
+            ]
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class PathsConfig:
     """Where stages read and write; dvc.yaml interpolates the same keys, so paths live in one place."""
@@ -263,6 +295,8 @@ class PathsConfig:
     checkpoints: str
     eval_metrics: str
     summary_metrics: str
+    baseline_frontier: str
+    frontier_metrics: str
     card: str
     plots: str
 
@@ -291,6 +325,7 @@ class TrackingConfig:
 SECTIONS = {
     "data": DataConfig,
     "eval": EvalConfig,
+    "frontier": FrontierConfig,
     "mining": MiningConfig,
     "model": ModelConfig,
     "train": TrainConfig,

@@ -61,17 +61,13 @@ def make_evaluator(rs: RetrievalSet, cfg: EvalConfig, name: str = "", truncate_d
     )
 
 
-def rank_corpus(
-    query_emb: torch.Tensor, corpus_emb: torch.Tensor, corpus_ids: list[str], dim: int, top_k: int
-) -> list[list[dict]]:
-    """Top-k corpus hits per query by cosine similarity of the first `dim` components.
+def rank_scores(scores: torch.Tensor, corpus_ids: list[str], top_k: int) -> list[list[dict]]:
+    """Top-k corpus hits per query of a (queries x corpus) score matrix, highest first.
 
     Ties are broken by ascending corpus id, the order the stock evaluator ranks by.
     """
-    scores = cos_sim(query_emb[:, :dim], corpus_emb[:, :dim])
     by_id = sorted(range(len(corpus_ids)), key=corpus_ids.__getitem__)
-    scores = scores[:, by_id]
-    values, idx = torch.sort(scores, dim=1, descending=True, stable=True)
+    values, idx = torch.sort(scores[:, by_id], dim=1, descending=True, stable=True)
     values, idx = values[:, :top_k].tolist(), idx[:, :top_k].tolist()
     return [
         [{"corpus_id": corpus_ids[by_id[j]], "score": s} for j, s in zip(row_idx, row_val, strict=True)]
@@ -79,24 +75,65 @@ def rank_corpus(
     ]
 
 
-def score_all_dims(
-    model, rs: RetrievalSet, dims: tuple[int, ...], cfg: EvalConfig, split: str = "test"
-) -> dict[str, dict[str, float]]:
-    """{"dim_384": {"cosine_ndcg@10": ..., ...}, ...}: the card's 15 metrics at every dimension."""
+def rank_corpus(
+    query_emb: torch.Tensor, corpus_emb: torch.Tensor, corpus_ids: list[str], dim: int, top_k: int
+) -> list[list[dict]]:
+    """Top-k corpus hits per query by cosine similarity of the first `dim` components."""
+    return rank_scores(cos_sim(query_emb[:, :dim], corpus_emb[:, :dim]), corpus_ids, top_k)
+
+
+@dataclass(frozen=True)
+class EncodedSet:
+    """A retrieval set's queries and corpus encoded once at full dimension, with the stock evaluator that
+    turns ranked hits into metrics (its corpus_ids give the corpus rows' order)."""
+
+    evaluator: InformationRetrievalEvaluator
+    queries: torch.Tensor
+    corpus: torch.Tensor
+
+    @property
+    def top_k(self) -> int:
+        """Hits per query the evaluator's metrics need (at most the corpus)."""
+        ev = self.evaluator
+        cutoffs = (ev.accuracy_at_k, ev.precision_recall_at_k, ev.ndcg_at_k, ev.mrr_at_k, ev.map_at_k)
+        return min(max(max(ks) for ks in cutoffs), len(ev.corpus_ids))
+
+    def metrics(self, hits: list[list[dict]]) -> dict[str, float]:
+        """{"cosine_ndcg@10": ..., ...}: the card's 15 metrics of ranked hits, by the stock evaluator."""
+        return {
+            f"{SCORE_FUNCTION}_{metric.replace('@k', f'@{k}')}": float(value)
+            for metric, values in self.evaluator.compute_metrics(hits).items()
+            for k, value in values.items()
+        }
+
+
+def encode_set(model, rs: RetrievalSet, cfg: EvalConfig, split: str = "test") -> EncodedSet:
+    """Queries and corpus of `rs` encoded once, at the model's full dimension."""
     evaluator = make_evaluator(rs, cfg)
     options = {"batch_size": cfg.batch_size, "convert_to_tensor": True}
     queries, corpus = evaluator.queries, evaluator.corpus
     query_emb = encode(model, queries, f"{split} queries ({len(queries)})", "encode_query", **options)
     corpus_emb = encode(model, corpus, f"{split} corpus ({len(corpus)})", "encode_document", **options)
-    if dims[0] > query_emb.shape[1]:
-        raise PipelineError(f"dims {list(dims)} exceed the model's embedding dimension {query_emb.shape[1]}")
-    top_k = min(cfg.top_k, len(evaluator.corpus_ids))
-    results = {}
-    for dim in dims:
-        scores = evaluator.compute_metrics(rank_corpus(query_emb, corpus_emb, evaluator.corpus_ids, dim, top_k))
-        results[f"dim_{dim}"] = {
-            f"{SCORE_FUNCTION}_{metric.replace('@k', f'@{k}')}": float(value)
-            for metric, values in scores.items()
-            for k, value in values.items()
-        }
-    return results
+    return EncodedSet(evaluator, query_emb, corpus_emb)
+
+
+def check_dims(dims: tuple[int, ...], full_dim: int) -> None:
+    if dims[0] > full_dim:
+        raise PipelineError(f"dims {list(dims)} exceed the model's embedding dimension {full_dim}")
+
+
+def metrics_by_dim(encoded: EncodedSet, dims: tuple[int, ...]) -> dict[str, dict[str, float]]:
+    """{"dim_384": {"cosine_ndcg@10": ..., ...}, ...}: cosine ranking of each truncation of `encoded`."""
+    check_dims(dims, encoded.queries.shape[1])
+    ids = encoded.evaluator.corpus_ids
+    return {
+        f"dim_{dim}": encoded.metrics(rank_corpus(encoded.queries, encoded.corpus, ids, dim, encoded.top_k))
+        for dim in dims
+    }
+
+
+def score_all_dims(
+    model, rs: RetrievalSet, dims: tuple[int, ...], cfg: EvalConfig, split: str = "test"
+) -> dict[str, dict[str, float]]:
+    """{"dim_384": {"cosine_ndcg@10": ..., ...}, ...}: the card's 15 metrics at every dimension."""
+    return metrics_by_dim(encode_set(model, rs, cfg, split), dims)

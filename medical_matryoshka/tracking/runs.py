@@ -220,6 +220,10 @@ class StageRun:
         batch = [Metric(metric_name(k), float(v), now, step) for k, v in flat.items() if isinstance(v, int | float)]
         self._call("log_batch", self.parent_id if parent else self.run_id, metrics=batch)
 
+    def set_tag(self, key: str, value: str, parent: bool = False) -> None:
+        """Tag the stage's run or (`parent`) the parent's."""
+        self._call("set_tag", self.parent_id if parent else self.run_id, key, value)
+
     def log_artifact(self, path: str | Path) -> None:
         """Attach a file (a plot, a report) to the stage's run."""
         self._call("log_artifact", self.run_id, str(path))

@@ -1,0 +1,130 @@
+"""Which dimension and precision to ship: the primary metric of every (Matryoshka dim, precision) pair.
+
+Every pair is scored from ONE encoding at full dimension (EncodedSet): a dimension is a slice, renormalised
+(cosine, as the float32 metrics rank), and a precision is sentence-transformers' `quantize_embeddings` of
+that slice:
+- float32: cosine similarity (the same numbers as metrics/eval.json);
+- int8: queries and corpus quantized with per-component ranges calibrated on the TRAINING split's
+  embeddings (never the test set), ranked by the int8 dot product;
+- binary: one bit per component (sign), ranked by Hamming distance;
+- binary_rescore: binary's top rescore_multiplier x k candidates (k = 10 for NDCG@10) re-ranked by the float
+  query against the stored bits, as sentence-transformers' `semantic_search_faiss` / `_usearch` rescore.
+  Stored vectors stay binary; only the query is float.
+Ranking is exact search over the test corpus, ties broken by corpus id as the stock evaluator does (an
+approximate index would make the numbers depend on its build; benchmarks/index_search.py measures those).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sentence_transformers.util import quantize_embeddings
+
+from medical_matryoshka.config.sections import PRECISION_BITS, FrontierConfig
+from medical_matryoshka.errors import require_input
+from medical_matryoshka.models import encode
+from medical_matryoshka.retrieval.scoring import EncodedSet, check_dims, rank_scores
+from medical_matryoshka.retrieval.tables import dim_label
+
+SHORT = {"float32": "f32", "int8": "i8", "binary": "bin", "binary_rescore": "bin+r"}  # plot labels
+
+
+def bytes_per_vector(dim: int, precision: str) -> int:
+    """What one stored vector costs: 4 bytes a component in float32, 1 in int8, 1 bit (packed) in binary."""
+    return math.ceil(dim * PRECISION_BITS[precision] / 8)
+
+
+def _unit(x: torch.Tensor) -> np.ndarray:
+    return torch.nn.functional.normalize(x.float(), dim=1).cpu().numpy()
+
+
+def _bits(packed: np.ndarray, dim: int) -> torch.Tensor:
+    """quantize_embeddings(..., "ubinary") rows back to {0, 1} floats, the padding bits dropped."""
+    return torch.from_numpy(np.unpackbits(packed, axis=1)[:, :dim].astype(np.float32))
+
+
+def precision_scores(queries: np.ndarray, corpus: np.ndarray, calibration: np.ndarray, precision: str) -> torch.Tensor:
+    """(queries x corpus) similarity under `precision`; rows are unit vectors of one truncation."""
+    if precision == "float32":
+        return torch.from_numpy(queries) @ torch.from_numpy(corpus).T
+    if precision == "int8":
+        q, c = (quantize_embeddings(x, "int8", calibration_embeddings=calibration) for x in (queries, corpus))
+        q, c = torch.from_numpy(q.astype(np.float32)), torch.from_numpy(c.astype(np.float32))
+        return q @ c.T  # exact: |products| <= 128^2 x dim < 2^24
+    dim = queries.shape[1]
+    q, c = (_bits(quantize_embeddings(x, "ubinary"), dim) for x in (queries, corpus))
+    return q @ c.T + (1 - q) @ (1 - c).T  # bits that agree: dim - Hamming distance
+
+
+def ranked_hits(
+    encoded: EncodedSet, calibration: torch.Tensor, dim: int, precision: str, rescore_multiplier: int, top_k: int
+) -> list[list[dict]]:
+    """Top-k hits per test query at `dim` and `precision` (see the module docstring). binary_rescore re-ranks
+    binary's top rescore_multiplier x top_k, as a search for top_k hits would."""
+    queries, corpus, calib = (_unit(x[:, :dim]) for x in (encoded.queries, encoded.corpus, calibration))
+    ids, top_k = encoded.evaluator.corpus_ids, min(top_k, len(encoded.evaluator.corpus_ids))
+    if precision != "binary_rescore":
+        return rank_scores(precision_scores(queries, corpus, calib, precision), ids, top_k)
+    candidates = min(top_k * rescore_multiplier, len(ids))
+    shortlist = rank_scores(precision_scores(queries, corpus, calib, "binary"), ids, candidates)
+    row = {cid: i for i, cid in enumerate(ids)}
+    bits = _bits(quantize_embeddings(corpus, "ubinary"), dim)
+    query = torch.from_numpy(queries)
+    hits = []
+    for q, hits_q in zip(query, shortlist, strict=True):
+        rows = torch.tensor([row[h["corpus_id"]] for h in hits_q])
+        scores = bits[rows] @ q  # the float query against the stored bits, as sentence-transformers rescores
+        order = torch.sort(scores, descending=True, stable=True).indices[:top_k].tolist()  # ties: binary's order
+        hits.append([{"corpus_id": hits_q[i]["corpus_id"], "score": float(scores[i])} for i in order])
+    return hits
+
+
+def calibration_embeddings(model, train_file: str | Path, batch_size: int) -> torch.Tensor:
+    """The training split's claims and passages (each once), encoded as queries and documents are: int8's
+    per-component ranges come from these, never from the test set."""
+    rows = pd.read_parquet(require_input(train_file, "prepare", what="training split "), columns=["anchor", "positive"])
+    options = {"batch_size": batch_size, "convert_to_tensor": True}
+    anchors, passages = rows["anchor"].unique().tolist(), rows["positive"].unique().tolist()
+    return torch.cat(
+        [
+            encode(model, anchors, f"calibration: train claims ({len(anchors)})", "encode_query", **options),
+            encode(model, passages, f"calibration: train passages ({len(passages)})", "encode_document", **options),
+        ]
+    )
+
+
+def frontier(
+    encoded: EncodedSet, calibration: torch.Tensor, dims: tuple[int, ...], cfg: FrontierConfig, metric: str
+) -> dict[str, dict[str, float]]:
+    """{"d0032": {"float32": ndcg, "int8": ..., ...}, ...}: `metric` at every dim and precision, smallest dim
+    first. `calibration`: embeddings of the training split, same model, full dimension. Each query retrieves
+    the k hits `metric` reads (10 for ndcg@10): binary_rescore's shortlist is rescore_multiplier x k."""
+    check_dims(dims, encoded.queries.shape[1])
+    k = int(metric.rsplit("@", 1)[1])
+    scored = {}
+    for dim in sorted(dims):
+        scored[dim_label(dim)] = {
+            p: encoded.metrics(ranked_hits(encoded, calibration, dim, p, cfg.rescore_multiplier, k))[metric]
+            for p in cfg.precisions
+        }
+    return scored
+
+
+def vector_bytes(dims: tuple[int, ...], precisions: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """{"d0032": {"float32": 128, ...}, ...}: bytes per stored vector, the frontier's x axis."""
+    return {dim_label(d): {p: bytes_per_vector(d, p) for p in precisions} for d in sorted(dims)}
+
+
+def frontier_table(values: dict[str, dict[str, float]], measure: str, title: str) -> str:
+    """The frontier as the terminal shows it: a row per dim, a column per precision, bytes per vector beside."""
+    precisions = list(next(iter(values.values())))
+    lines = [f"{title}: test {measure} by dim and precision (bytes per vector)"]
+    lines.append("  dim" + "".join(f"{p:>18}" for p in precisions))
+    for dim, row in values.items():
+        cells = (f"{row[p]:.4f} ({bytes_per_vector(int(dim[1:]), p)})" for p in precisions)
+        lines.append(f"{int(dim[1:]):>5}" + "".join(f"{c:>18}" for c in cells))
+    return "\n".join(lines)

@@ -315,7 +315,11 @@ def test_mlflow_holds_a_parent_with_a_nested_run_per_stage(clone, first_repro):
         and "eval_dev_dim_32_cosine_ndcg_at_10" in children["train"].data.metrics
     )
     artifacts = [a.path for a in client.list_artifacts(children["evaluate"].info.run_id)]
-    assert artifacts == ["ndcg_by_dim.png"]
+    assert sorted(artifacts) == ["frontier.png", "ndcg_by_dim.png"]
+    assert 0 < children["evaluate"].data.metrics["frontier.finetuned.d0032.binary_rescore"] <= 1
+    from medical_matryoshka.models import MODEL_TAG, weights_digest
+
+    assert parent.data.tags[MODEL_TAG] == weights_digest(clone / "models/finetuned")  # commands.register finds it
     params = yaml.safe_load((clone / "params.yaml").read_text())
     assert parent.data.params["data.max_docs"] == str(MAX_DOCS) and float(parent.data.params["lr"]) == params["lr"]
     summary = {f"d{dim:04d}.{part}" for dim in (384, 256, 128, 64, 32) for part in ("ndcg10", "base", "gain")}

@@ -89,7 +89,7 @@ def test_queued_lr_sweep_reaches_the_mlflow_server(tiny_clone, mlflow_server):
         assert {f"{name} / evaluate", f"{name} / train"} <= {r["info"]["run_name"] for r in children}
         evaluate = next(r for r in children if r["info"]["run_name"].endswith("/ evaluate"))
         artifacts = rest(mlflow_server, f"/api/2.0/mlflow/artifacts/list?run_id={evaluate['info']['run_id']}")
-        assert [f["path"] for f in artifacts["files"]] == ["ndcg_by_dim.png"]
+        assert sorted(f["path"] for f in artifacts["files"]) == ["frontier.png", "ndcg_by_dim.png"]
         uri = evaluate["info"]["artifact_uri"]  # readable after the queue's temporary copies are gone
         image = f"{mlflow_server}/get-artifact?path=ndcg_by_dim.png&run_uuid={evaluate['info']['run_id']}"
         with urllib.request.urlopen(image, timeout=30) as response:

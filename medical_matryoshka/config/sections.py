@@ -190,6 +190,7 @@ class TrainConfig:
     scheduler: str
     loss: str
     mini_batch_size: int
+    length_grouped_chunks: bool
     batch_sampler: str
     logging_steps: int
     matryoshka_weights: tuple[float, ...] | None

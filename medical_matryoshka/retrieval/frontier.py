@@ -30,8 +30,6 @@ from medical_matryoshka.models import encode
 from medical_matryoshka.retrieval.scoring import EncodedSet, check_dims, rank_scores
 from medical_matryoshka.retrieval.tables import dim_label
 
-SHORT = {"float32": "f32", "int8": "i8", "binary": "bin", "binary_rescore": "bin+r"}  # plot labels
-
 
 def bytes_per_vector(dim: int, precision: str) -> int:
     """What one stored vector costs: 4 bytes a component in float32, 1 in int8, 1 bit (packed) in binary."""
@@ -42,9 +40,15 @@ def _unit(x: torch.Tensor) -> np.ndarray:
     return torch.nn.functional.normalize(x.float(), dim=1).cpu().numpy()
 
 
-def _bits(packed: np.ndarray, dim: int) -> torch.Tensor:
-    """quantize_embeddings(..., "ubinary") rows back to {0, 1} floats, the padding bits dropped."""
-    return torch.from_numpy(np.unpackbits(packed, axis=1)[:, :dim].astype(np.float32))
+def _bits(x: np.ndarray) -> torch.Tensor:
+    """quantize_embeddings(x, "ubinary") unpacked to {0, 1} floats, the padding bits dropped."""
+    return torch.from_numpy(
+        np.unpackbits(quantize_embeddings(x, "ubinary"), axis=1)[:, : x.shape[1]].astype(np.float32)
+    )
+
+
+def _agreement(q: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    return q @ c.T + (1 - q) @ (1 - c).T  # bits that agree: dim - Hamming distance
 
 
 def precision_scores(queries: np.ndarray, corpus: np.ndarray, calibration: np.ndarray, precision: str) -> torch.Tensor:
@@ -55,9 +59,30 @@ def precision_scores(queries: np.ndarray, corpus: np.ndarray, calibration: np.nd
         q, c = (quantize_embeddings(x, "int8", calibration_embeddings=calibration) for x in (queries, corpus))
         q, c = torch.from_numpy(q.astype(np.float32)), torch.from_numpy(c.astype(np.float32))
         return q @ c.T  # exact: |products| <= 128^2 x dim < 2^24
-    dim = queries.shape[1]
-    q, c = (_bits(quantize_embeddings(x, "ubinary"), dim) for x in (queries, corpus))
-    return q @ c.T + (1 - q) @ (1 - c).T  # bits that agree: dim - Hamming distance
+    return _agreement(_bits(queries), _bits(corpus))
+
+
+def _unit_slices(encoded: EncodedSet, calibration: torch.Tensor, dim: int) -> tuple[np.ndarray, ...]:
+    """Queries, corpus and calibration embeddings truncated to `dim` and renormalised."""
+    return tuple(_unit(x[:, :dim]) for x in (encoded.queries, encoded.corpus, calibration))
+
+
+def _ranked(slices, ids: list[str], precision: str, rescore_multiplier: int, top_k: int) -> list[list[dict]]:
+    queries, corpus, calib = slices
+    top_k = min(top_k, len(ids))
+    if precision != "binary_rescore":
+        return rank_scores(precision_scores(queries, corpus, calib, precision), ids, top_k)
+    candidates = min(top_k * rescore_multiplier, len(ids))
+    bits = _bits(corpus)
+    shortlist = rank_scores(_agreement(_bits(queries), bits), ids, candidates)
+    row = {cid: i for i, cid in enumerate(ids)}
+    hits = []
+    for q, hits_q in zip(torch.from_numpy(queries), shortlist, strict=True):
+        rows = torch.tensor([row[h["corpus_id"]] for h in hits_q])
+        scores = bits[rows] @ q  # the float query against the stored bits, as sentence-transformers rescores
+        order = torch.sort(scores, descending=True, stable=True).indices[:top_k].tolist()  # ties: binary's order
+        hits.append([{"corpus_id": hits_q[i]["corpus_id"], "score": float(scores[i])} for i in order])
+    return hits
 
 
 def ranked_hits(
@@ -65,22 +90,8 @@ def ranked_hits(
 ) -> list[list[dict]]:
     """Top-k hits per test query at `dim` and `precision` (see the module docstring). binary_rescore re-ranks
     binary's top rescore_multiplier x top_k, as a search for top_k hits would."""
-    queries, corpus, calib = (_unit(x[:, :dim]) for x in (encoded.queries, encoded.corpus, calibration))
-    ids, top_k = encoded.evaluator.corpus_ids, min(top_k, len(encoded.evaluator.corpus_ids))
-    if precision != "binary_rescore":
-        return rank_scores(precision_scores(queries, corpus, calib, precision), ids, top_k)
-    candidates = min(top_k * rescore_multiplier, len(ids))
-    shortlist = rank_scores(precision_scores(queries, corpus, calib, "binary"), ids, candidates)
-    row = {cid: i for i, cid in enumerate(ids)}
-    bits = _bits(quantize_embeddings(corpus, "ubinary"), dim)
-    query = torch.from_numpy(queries)
-    hits = []
-    for q, hits_q in zip(query, shortlist, strict=True):
-        rows = torch.tensor([row[h["corpus_id"]] for h in hits_q])
-        scores = bits[rows] @ q  # the float query against the stored bits, as sentence-transformers rescores
-        order = torch.sort(scores, descending=True, stable=True).indices[:top_k].tolist()  # ties: binary's order
-        hits.append([{"corpus_id": hits_q[i]["corpus_id"], "score": float(scores[i])} for i in order])
-    return hits
+    slices = _unit_slices(encoded, calibration, dim)
+    return _ranked(slices, encoded.evaluator.corpus_ids, precision, rescore_multiplier, top_k)
 
 
 def calibration_embeddings(model, train_file: str | Path, batch_size: int) -> torch.Tensor:
@@ -105,11 +116,12 @@ def frontier(
     the k hits `metric` reads (10 for ndcg@10): binary_rescore's shortlist is rescore_multiplier x k."""
     check_dims(dims, encoded.queries.shape[1])
     k = int(metric.rsplit("@", 1)[1])
+    ids = encoded.evaluator.corpus_ids
     scored = {}
     for dim in sorted(dims):
+        slices = _unit_slices(encoded, calibration, dim)  # once per dim, shared by every precision
         scored[dim_label(dim)] = {
-            p: encoded.metrics(ranked_hits(encoded, calibration, dim, p, cfg.rescore_multiplier, k))[metric]
-            for p in cfg.precisions
+            p: encoded.metrics(_ranked(slices, ids, p, cfg.rescore_multiplier, k))[metric] for p in cfg.precisions
         }
     return scored
 

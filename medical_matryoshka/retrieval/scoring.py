@@ -90,13 +90,7 @@ class EncodedSet:
     evaluator: InformationRetrievalEvaluator
     queries: torch.Tensor
     corpus: torch.Tensor
-
-    @property
-    def top_k(self) -> int:
-        """Hits per query the evaluator's metrics need (at most the corpus)."""
-        ev = self.evaluator
-        cutoffs = (ev.accuracy_at_k, ev.precision_recall_at_k, ev.ndcg_at_k, ev.mrr_at_k, ev.map_at_k)
-        return min(max(max(ks) for ks in cutoffs), len(ev.corpus_ids))
+    top_k: int  # hits per query the metrics need (EvalConfig.top_k, at most the corpus)
 
     def metrics(self, hits: list[list[dict]]) -> dict[str, float]:
         """{"cosine_ndcg@10": ..., ...}: the card's 15 metrics of ranked hits, by the stock evaluator."""
@@ -114,7 +108,7 @@ def encode_set(model, rs: RetrievalSet, cfg: EvalConfig, split: str = "test") ->
     queries, corpus = evaluator.queries, evaluator.corpus
     query_emb = encode(model, queries, f"{split} queries ({len(queries)})", "encode_query", **options)
     corpus_emb = encode(model, corpus, f"{split} corpus ({len(corpus)})", "encode_document", **options)
-    return EncodedSet(evaluator, query_emb, corpus_emb)
+    return EncodedSet(evaluator, query_emb, corpus_emb, min(cfg.top_k, len(evaluator.corpus_ids)))
 
 
 def check_dims(dims: tuple[int, ...], full_dim: int) -> None:

@@ -12,7 +12,6 @@ own InformationRetrievalEvaluator values (to 1e-6) before anything is printed.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 
 import numpy as np
@@ -52,7 +51,7 @@ def main() -> None:
     finetuned_dir = args.model or paths.model
     models = {
         "base": load_model(model_cfg),
-        "finetuned": load_model(dataclasses.replace(model_cfg, name=finetuned_dir, embedded_package=None)),
+        "finetuned": load_model(model_cfg.at(finetuned_dir)),
     }
     scores = {}
     for name, model in models.items():

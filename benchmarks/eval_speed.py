@@ -12,7 +12,6 @@ Both run on the same model and the same test set; the metrics must agree to 1e-6
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from benchmarks.common import banner, eval_setup, median, timed
 from medical_matryoshka.models import load_model
@@ -42,7 +41,7 @@ def main() -> None:
 
     model_cfg, eval_cfg, _, rs = eval_setup(args.data)
     if args.model:
-        model_cfg = dataclasses.replace(model_cfg, name=args.model, embedded_package=None)
+        model_cfg = model_cfg.at(args.model)
     model = load_model(model_cfg)
     dims = model_cfg.dims
     print(f"model: {model_cfg.name}; {len(rs.queries)} queries x {len(rs.corpus)} passages; dims {list(dims)}")

@@ -22,7 +22,6 @@ per (dim, precision) comes from metrics/frontier.json (the real test set), not f
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import statistics
@@ -47,7 +46,7 @@ def component_stats(model_dir: str, train_file: Path, batch_size: int = 64) -> t
 
     params = load_params()
     model_cfg = section(ModelConfig, params, "model")
-    model = load_model(dataclasses.replace(model_cfg, name=model_dir, embedded_package=None))
+    model = load_model(model_cfg.at(model_dir))
     emb = calibration_embeddings(model, train_file, batch_size).float().cpu().numpy()
     return emb.mean(axis=0), emb.std(axis=0)
 

@@ -45,7 +45,11 @@ def main() -> None:
     epochs = args.epochs or p["epochs"]
     dims = m["dims"]
 
-    if m.get("embedded_package"):
+    if m.get("install"):  # model=mpnet: the offline copy of commands.install_model
+        from medical_matryoshka.offline_models import installed_path
+
+        name = str(installed_path(m["install"]))
+    elif m.get("embedded_package"):
         import importlib
 
         name = str(importlib.import_module(m["embedded_package"]).get_model_path())

@@ -16,7 +16,6 @@ Needs `dvc repro mine` (prepared data and mined pairs) first.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -49,7 +48,7 @@ VARIANTS = {
 def test_ndcg(model_dir: Path) -> dict[str, float]:
     """Test NDCG@10 at every dim of a saved model, scored like the evaluate stage."""
     model_cfg, eval_cfg, _, rs = eval_setup()
-    model = load_model(dataclasses.replace(model_cfg, name=str(model_dir), embedded_package=None))
+    model = load_model(model_cfg.at(model_dir))
     scores = score_all_dims(model, rs, model_cfg.dims, eval_cfg)
     return {dim: round(values["cosine_ndcg@10"], 4) for dim, values in scores.items()}
 

@@ -1,4 +1,4 @@
-"""Model resolution: the embedded offline default, a local folder, the local HF cache, or the hub."""
+"""Model resolution: an installed offline copy, the embedded default, a local folder, the local HF cache, or the hub."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from medical_matryoshka.config.sections import ModelConfig, ModelSource
+from medical_matryoshka.digests import folder_digest
 from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.offline_models import installed_path
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -34,6 +36,8 @@ def _hub_reachable(timeout: float = 5.0) -> bool:
 
 def resolve_model_path(cfg: ModelSource) -> str:
     """Where to load the model from, without a slow network round-trip when the hub is unreachable."""
+    if cfg.install:
+        return str(installed_path(cfg.install))
     if cfg.embedded_package:
         try:
             module = importlib.import_module(cfg.embedded_package)
@@ -123,13 +127,4 @@ MODEL_TAG = "model.sha256"  # evaluate tags the pipeline's parent run with the w
 def weights_digest(folder: str | Path) -> str:
     """sha256 of a saved model's weight files (names and bytes), the same for the same weights wherever they
     are copied: how `commands.register` finds the run that produced a model folder."""
-    import hashlib
-
-    folder = Path(folder)
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*.safetensors")):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        with path.open("rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-    return digest.hexdigest()
+    return folder_digest(Path(folder), "*.safetensors")

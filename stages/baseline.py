@@ -15,8 +15,8 @@ from medical_matryoshka.config.sections import EvalConfig, FrontierConfig, Model
 from medical_matryoshka.config.stage import StageConfig
 from medical_matryoshka.errors import run_main
 from medical_matryoshka.models import load_model
-from medical_matryoshka.retrieval.frontier import calibration_embeddings, frontier, frontier_table
-from medical_matryoshka.retrieval.scoring import encode_set, load_retrieval_set, metrics_by_dim
+from medical_matryoshka.retrieval.frontier import frontier_table, score_with_frontier
+from medical_matryoshka.retrieval.scoring import load_retrieval_set
 
 
 def main() -> None:
@@ -28,11 +28,10 @@ def main() -> None:
     model = load_model(model_cfg)
     with stage.track() as run:
         start = time.perf_counter()
-        encoded = encode_set(model, test_set, eval_cfg)
-        metrics = {"base": metrics_by_dim(encoded, model_cfg.dims)}
+        train_file = Path(stage.paths.prepared) / "train.parquet"
+        scores, scored = score_with_frontier(model, test_set, train_file, model_cfg.dims, eval_cfg, frontier_cfg)
+        metrics, base_frontier = {"base": scores}, {"base": scored}
         seconds = time.perf_counter() - start
-        calibration = calibration_embeddings(model, Path(stage.paths.prepared) / "train.parquet", eval_cfg.batch_size)
-        base_frontier = {"base": frontier(encoded, calibration, model_cfg.dims, frontier_cfg, eval_cfg.primary_metric)}
         for dim, values in metrics["base"].items():
             print(f"{dim:>8}  {eval_cfg.primary_metric}={values[eval_cfg.primary_metric]:.4f}")
         write_json(stage.paths.baseline_metrics, metrics)

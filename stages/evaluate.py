@@ -11,7 +11,6 @@ The size / quality frontier (retrieval/frontier.py), scored from the same encodi
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -21,8 +20,8 @@ from medical_matryoshka.config.stage import StageConfig
 from medical_matryoshka.errors import require_input, run_main
 from medical_matryoshka.models import MODEL_TAG, load_model, weights_digest
 from medical_matryoshka.plots import metric_by_dim, write_frontier_plot, write_plots
-from medical_matryoshka.retrieval.frontier import calibration_embeddings, frontier, frontier_table, vector_bytes
-from medical_matryoshka.retrieval.scoring import encode_set, load_retrieval_set, metrics_by_dim
+from medical_matryoshka.retrieval.frontier import frontier_table, score_with_frontier, vector_bytes
+from medical_matryoshka.retrieval.scoring import load_retrieval_set
 from medical_matryoshka.retrieval.tables import by_dim, metric_change, parent_summary
 from medical_matryoshka.training.checkpoints import discard_finished
 
@@ -37,16 +36,15 @@ def main() -> None:
     base_frontier = json.loads(require_input(paths.baseline_frontier, "baseline").read_text(encoding="utf-8"))["base"]
     card = json.loads(Path(paths.card).read_text(encoding="utf-8"))
     require_input(paths.model, "train", what="fine-tuned model ")
-    model = load_model(dataclasses.replace(model_cfg, name=paths.model, embedded_package=None))
+    model = load_model(model_cfg.at(paths.model))
     stale = discard_finished(Path(paths.checkpoints), Path(paths.train_metrics), Path(paths.model))
     if stale:
         print(f"removed {stale}: checkpoints of an interrupted run whose model DVC has since put in place")
 
     with stage.track() as run:
-        encoded = encode_set(model, test_set, eval_cfg)
-        finetuned = metrics_by_dim(encoded, model_cfg.dims)
-        calibration = calibration_embeddings(model, Path(paths.prepared) / "train.parquet", eval_cfg.batch_size)
-        tuned_frontier = frontier(encoded, calibration, model_cfg.dims, frontier_cfg, eval_cfg.primary_metric)
+        train_file = Path(paths.prepared) / "train.parquet"
+        dims = model_cfg.dims
+        finetuned, tuned_frontier = score_with_frontier(model, test_set, train_file, dims, eval_cfg, frontier_cfg)
         sizes = vector_bytes(model_cfg.dims, frontier_cfg.precisions)
         frontiers = {"bytes": sizes, "base": base_frontier, "finetuned": tuned_frontier}
         metrics = {"base": base, "finetuned": finetuned, "change": metric_change(base, finetuned)}

@@ -229,7 +229,7 @@ def test_each_stage_sees_exactly_its_declared_params(tmp_path):
     assert stage.seed() == 42
     with pytest.raises(PipelineError, match="stage 'prepare' reads params 'data'.*add it to stages.prepare.params"):
         stage.section(DataConfig, "data")
-    with pytest.raises(PipelineError, match=r"model.max_seq_length is missing"):
+    with pytest.raises(PipelineError, match=r"model.install is missing"):
         stage.section(ModelConfig, "model")
 
 

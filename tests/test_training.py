@@ -110,7 +110,9 @@ def test_duplicate_pairs_are_dropped_and_counted_repeated_anchors_kept(tiny_cfg)
 def test_matryoshka_weights_must_match_the_dims(tiny_model, tiny_cfg):
     with pytest.raises(PipelineError, match="3 values for 2 dims"):
         build_loss(tiny_model, dataclasses.replace(tiny_cfg, matryoshka_weights=(1.0, 1.0, 1.0)), (64, 32))
-    loss = build_loss(tiny_model, dataclasses.replace(tiny_cfg, loss="cached_mnrl"), (64, 32))
+    loss = build_loss(
+        tiny_model, dataclasses.replace(tiny_cfg, loss="cached_mnrl", length_grouped_chunks=False), (64, 32)
+    )
     assert list(loss.matryoshka_dims) == [64, 32] and type(loss.loss).__name__ == "CachedMultipleNegativesRankingLoss"
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from pathlib import Path
+from typing import Any, Self
 
 from medical_matryoshka.config.params import RECOMPOSE, build
 from medical_matryoshka.errors import PipelineError
@@ -24,11 +25,16 @@ class ModelSource:
     """Where the base model comes from and how long its inputs are (all that `prepare` needs of it)."""
 
     name: str
-    embedded_package: str | None
+    embedded_package: str | None  # a Python package holding the weights (the default model)
+    install: str | None  # an offline copy installed by `python -m commands.install_model KEY` (model=mpnet)
     max_seq_length: int
 
     def validate(self, key: str) -> None:
         _require([(self.max_seq_length > 0, f"{key}max_seq_length must be > 0, got {self.max_seq_length}")])
+
+    def at(self, folder: str | Path) -> Self:
+        """The same model config loading from a local model folder (a trained model, a test model)."""
+        return dataclasses.replace(self, name=str(folder), embedded_package=None, install=None)
 
 
 @dataclasses.dataclass(frozen=True)

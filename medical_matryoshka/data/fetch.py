@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from medical_matryoshka.config.sections import DataConfig
-from medical_matryoshka.data.sources import sha256_of
+from medical_matryoshka.digests import sha256_of
 from medical_matryoshka.errors import PipelineError
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from medical_matryoshka.digests import sha256_of
 from medical_matryoshka.errors import PipelineError, first_line
 
 if TYPE_CHECKING:
@@ -23,14 +24,6 @@ if TYPE_CHECKING:
 RECORD_COLUMNS = ["doc_id", "passage_id", "anchor", "positive", "split"]
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 FETCH_HINT = "fetch it with `python -m commands.fetch_raw` (offline: `python -m commands.fetch_raw --from DIR`)"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_raw_files(cfg: DataConfig) -> None:

@@ -24,10 +24,17 @@ import pandas as pd
 import torch
 from sentence_transformers.util import quantize_embeddings
 
-from medical_matryoshka.config.sections import PRECISION_BITS, FrontierConfig
+from medical_matryoshka.config.sections import PRECISION_BITS, EvalConfig, FrontierConfig
 from medical_matryoshka.errors import require_input
 from medical_matryoshka.models import encode
-from medical_matryoshka.retrieval.scoring import EncodedSet, check_dims, rank_scores
+from medical_matryoshka.retrieval.scoring import (
+    EncodedSet,
+    RetrievalSet,
+    check_dims,
+    encode_set,
+    metrics_by_dim,
+    rank_scores,
+)
 from medical_matryoshka.retrieval.tables import dim_label
 
 
@@ -124,6 +131,17 @@ def frontier(
             p: encoded.metrics(_ranked(slices, ids, p, cfg.rescore_multiplier, k))[metric] for p in cfg.precisions
         }
     return scored
+
+
+def score_with_frontier(
+    model, test_set: RetrievalSet, train_file: Path, dims: tuple[int, ...], eval_cfg: EvalConfig, cfg: FrontierConfig
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """(every metric at every dim, the frontier) of `model` on `test_set`, from one encoding of it: what the
+    baseline and evaluate stages report."""
+    encoded = encode_set(model, test_set, eval_cfg)
+    metrics = metrics_by_dim(encoded, dims)
+    calibration = calibration_embeddings(model, train_file, eval_cfg.batch_size)
+    return metrics, frontier(encoded, calibration, dims, cfg, eval_cfg.primary_metric)
 
 
 def vector_bytes(dims: tuple[int, ...], precisions: tuple[str, ...]) -> dict[str, dict[str, int]]:

@@ -14,12 +14,14 @@ from medical_matryoshka.atomic import write_json
 from medical_matryoshka.config.sections import EvalConfig, FrontierConfig, ModelConfig
 from medical_matryoshka.config.stage import StageConfig
 from medical_matryoshka.errors import run_main
+from medical_matryoshka.lifetime import die_with_parent
 from medical_matryoshka.models import load_model
 from medical_matryoshka.retrieval.frontier import frontier_table, score_with_frontier
 from medical_matryoshka.retrieval.scoring import load_retrieval_set
 
 
 def main() -> None:
+    die_with_parent()  # a killed `dvc` leaves no stage behind
     stage = StageConfig.load("baseline")
     model_cfg, eval_cfg = stage.section(ModelConfig, "model"), stage.section(EvalConfig, "eval")
     frontier_cfg = stage.section(FrontierConfig, "frontier")

@@ -18,6 +18,7 @@ from medical_matryoshka.atomic import output_dir, write_json
 from medical_matryoshka.config.sections import EvalConfig, FrontierConfig, ModelConfig
 from medical_matryoshka.config.stage import StageConfig
 from medical_matryoshka.errors import require_input, run_main
+from medical_matryoshka.lifetime import die_with_parent
 from medical_matryoshka.models import MODEL_TAG, load_model, weights_digest
 from medical_matryoshka.plots import metric_by_dim, write_frontier_plot, write_plots
 from medical_matryoshka.retrieval.frontier import frontier_table, score_with_frontier, vector_bytes
@@ -27,6 +28,7 @@ from medical_matryoshka.training.checkpoints import discard_finished
 
 
 def main() -> None:
+    die_with_parent()  # a killed `dvc` leaves no stage behind
     stage = StageConfig.load("evaluate")
     model_cfg, eval_cfg, paths = stage.section(ModelConfig, "model"), stage.section(EvalConfig, "eval"), stage.paths
     frontier_cfg = stage.section(FrontierConfig, "frontier")

@@ -14,11 +14,13 @@ from medical_matryoshka.atomic import output_dir, write_json
 from medical_matryoshka.config.sections import MiningConfig, ModelConfig
 from medical_matryoshka.config.stage import StageConfig
 from medical_matryoshka.errors import require_input, run_main
+from medical_matryoshka.lifetime import die_with_parent
 from medical_matryoshka.models import load_model
 from medical_matryoshka.negatives import mine_hard_negatives
 
 
 def main() -> None:
+    die_with_parent()  # a killed `dvc` leaves no stage behind
     stage = StageConfig.load("mine")
     mining, model_cfg = stage.section(MiningConfig, "mining"), stage.section(ModelConfig, "model")
 

@@ -16,10 +16,12 @@ from medical_matryoshka.data.sources import load_records, require_tracked
 from medical_matryoshka.data.splits import assign_splits, retrieval_set, train_pairs
 from medical_matryoshka.data.stats import dataset_stats
 from medical_matryoshka.errors import run_main
+from medical_matryoshka.lifetime import die_with_parent
 from medical_matryoshka.models import load_tokenizer
 
 
 def main() -> None:
+    die_with_parent()  # a killed `dvc` leaves no stage behind
     stage = StageConfig.load("prepare")
     data, model = stage.section(DataConfig, "data"), stage.section(ModelSource, "model")
 

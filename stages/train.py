@@ -16,12 +16,12 @@ from medical_matryoshka.atomic import output_dir, write_json
 from medical_matryoshka.config.sections import EvalConfig, ModelConfig, TrainConfig
 from medical_matryoshka.config.stage import StageConfig
 from medical_matryoshka.errors import run_main
+from medical_matryoshka.lifetime import die_with_parent
 from medical_matryoshka.retrieval.scoring import load_retrieval_set
 from medical_matryoshka.training.arguments import optimizer_steps
 from medical_matryoshka.training.checkpoints import checkpoint_key, discard_incomplete, exclusive, latest_checkpoint
 from medical_matryoshka.training.data import TrainingData, read_training_data
 from medical_matryoshka.training.runtime import (
-    die_with_parent,
     is_main_process,
     launch_distributed,
     under_torchrun,
@@ -85,7 +85,7 @@ def train_and_save(
 
 
 def main() -> None:
-    die_with_parent()  # a killed `dvc` must not leave a trainer writing checkpoints
+    die_with_parent()  # a killed `dvc` leaves no trainer writing checkpoints
     stage = StageConfig.load("train")
     cfg, model_cfg, eval_cfg = stage.training(), stage.section(ModelConfig, "model"), stage.section(EvalConfig, "eval")
     if cfg.nproc > 1 and not under_torchrun():

@@ -129,13 +129,13 @@ def test_an_unreachable_tracking_server_stops_before_any_work_or_is_skipped(repo
     restore_and_check(repo)
 
 
-def trainers_in(repo: Path) -> list[int]:
-    """Pids of `stages.train` processes working in `repo`."""
+def trainers_in(repo: Path, module: str = "stages.train") -> list[int]:
+    """Pids of `module` processes (a stage) working in `repo`."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            if "stages.train" in cmdline and Path(os.readlink(proc / "cwd")) == repo:
+            if f"-m {module}" in cmdline and Path(os.readlink(proc / "cwd")) == repo:
                 found.append(int(proc.name))
         except (OSError, ValueError):
             continue
@@ -148,6 +148,33 @@ def mlflow_runs(repo: Path) -> list:
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     exp = client.get_experiment_by_name("medical-matryoshka")
     return client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
+
+
+def test_sigterm_to_dvc_stops_a_scoring_stage_too(repo):
+    run(["python", "-m", "commands.compose_params", "eval.batch_size=1"], repo)  # baseline reruns, slowly
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    log = repo.parent / "sigterm-baseline.log"
+    with log.open("w") as out:
+        dvc = subprocess.Popen(["dvc", "repro", "baseline"], cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while "Loading weights" not in log.read_text() and time.monotonic() < deadline:  # main() is running
+        time.sleep(0.02)
+    stage = trainers_in(repo, "stages.baseline")
+    assert stage, "baseline did not start"
+    for pid in stage:  # held, so it cannot finish on its own before the kill lands
+        os.kill(pid, signal.SIGSTOP)
+    dvc.send_signal(signal.SIGTERM)
+    dvc.wait(timeout=60)
+    for pid in stage:
+        os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + 30
+    while trainers_in(repo, "stages.baseline") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert trainers_in(repo, "stages.baseline") == []
+    # dvc removed the stage's outputs before running it; an orphan would have scored on and written them
+    assert not (repo / "metrics/baseline.json").exists()
+    restore_and_check(repo)
 
 
 def test_sigterm_to_dvc_stops_the_trainer_and_a_torn_checkpoint_does_not_block(repo):

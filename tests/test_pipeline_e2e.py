@@ -66,7 +66,13 @@ def copy_worktree(dest: Path) -> Path:
 def tiny_repo(dest: Path, pubmedqa_dir: Path, tiny_model_dir: Path) -> Path:
     """This repository, committed, on the tiny model, 8 documents per split and one short epoch."""
     copy_worktree(dest)
-    model = {"name": str(tiny_model_dir), "embedded_package": None, "dims": [64, 32, 16], "max_seq_length": 64}
+    model = {
+        "name": str(tiny_model_dir),
+        "embedded_package": None,
+        "install": None,
+        "dims": [64, 32, 16],
+        "max_seq_length": 64,
+    }
     spec = {"defaults": [{"/train": "default"}, "_self_"], "model": model}  # as conf/model/minilm.yaml
     (dest / "conf/model/tiny.yaml").write_text("# @package _global_\n" + yaml.safe_dump(spec, sort_keys=False))
     cfg = dest / "conf/config.yaml"

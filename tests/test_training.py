@@ -334,7 +334,7 @@ def test_one_training_per_checkpoint_folder_and_a_dead_holder_frees_it(tmp_path)
 SPAWN_CHILD = """
 import shlex, subprocess, sys
 trainer = [sys.executable, "-c",
-    "from medical_matryoshka.training.runtime import die_with_parent; import os, time; die_with_parent(); "
+    "from medical_matryoshka.lifetime import die_with_parent; import os, time; die_with_parent(); "
     "print(os.getpid(), flush=True); time.sleep(120)"]
 if sys.argv[1] != "direct":  # as dvc runs a stage: `$SHELL -c "<cmd>"`; dash forks the command, bash execs it
     trainer = [sys.argv[1], "-c", shlex.join(trainer)]

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
-import select
-import signal
 import subprocess
 import sys
-import threading
-from pathlib import Path
 
 import torch
 
 from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.lifetime import parent_death_signal
 
 
 def world_size() -> int:
@@ -30,72 +26,6 @@ def under_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ
 
 
-SHELLS = frozenset({"sh", "dash", "bash", "zsh", "fish", "ksh", "mksh"})
-
-
-def die_with_parent() -> None:
-    """Stop this process (SIGTERM) when the process that started it dies, so a killed `dvc` leaves no trainer.
-
-    Linux's parent-death signal covers the direct parent. DVC runs a stage as `$SHELL -c "<cmd>"`, and a
-    shell that forks rather than execs (dash, Debian's /bin/sh, where SHELL is unset as in CI and containers)
-    outlives a killed `dvc`: so the parent and, through any shells, the first ancestor that is not a shell
-    are also watched (pidfd, no polling) from a daemon thread. Elsewhere a no-op. If one is already gone
-    by the time this runs, stop now.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    _parent_death_signal()
-    if os.getppid() != parent:
-        os.kill(os.getpid(), signal.SIGTERM)
-        return
-    _watch(_launching_ancestors(parent))
-
-
-def _parent_death_signal() -> None:
-    """Ask Linux for SIGTERM when the parent dies (safe in a preexec_fn: no threads)."""
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def _launching_ancestors(pid: int) -> list[int]:
-    """`pid`, and its ancestors up to and including the first one that is not a shell."""
-    chain = [pid]
-    while pid > 1:
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() not in SHELLS:
-                break
-            # /proc/<pid>/stat: "pid (comm) state ppid ...", comm may hold spaces and parentheses
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-        if pid > 1:
-            chain.append(pid)
-    return chain
-
-
-def _watch(pids: list[int]) -> None:
-    """SIGTERM this process as soon as any of `pids` exits."""
-    fds = []
-    for pid in pids:
-        try:
-            fds.append(os.pidfd_open(pid))
-        except ProcessLookupError:  # already gone
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        except OSError:  # kernel without pidfd (< 5.3): the parent-death signal alone
-            return
-
-    def wait() -> None:
-        poller = select.poll()
-        for fd in fds:
-            poller.register(fd, select.POLLIN)
-        poller.poll()
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=wait, name="die-with-launcher", daemon=True).start()
-
-
 def launch_distributed(nproc: int, module: str) -> int:
     """Rerun `module` under torchrun with `nproc` processes on this machine; DDP does the rest.
 
@@ -104,7 +34,7 @@ def launch_distributed(nproc: int, module: str) -> int:
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     print(f"train.nproc={nproc}: {' '.join(cmd[1:])} -m {module}", flush=True)
-    return subprocess.run([*cmd, "-m", module], check=False, preexec_fn=_parent_death_signal).returncode
+    return subprocess.run([*cmd, "-m", module], check=False, preexec_fn=parent_death_signal).returncode
 
 
 def cpu_has_native_bf16() -> bool:

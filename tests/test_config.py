@@ -76,6 +76,8 @@ def recipe(params: dict) -> tuple:
         (["train=card"], "sentence-transformers/all-MiniLM-L6-v2", True),
         (["train=card", "model=biobert"], "pritamdeka/BioBERT-mnli-snli-scinli-scitail-mednli-stsb", True),
         (["train=default"], "sentence-transformers/all-MiniLM-L6-v2", False),
+        (["model=mpnet"], "sentence-transformers/all-mpnet-base-v2", False),  # the tuned profile at card scale
+        (["model=mpnet", "train=card"], "sentence-transformers/all-mpnet-base-v2", True),
     ],
 )
 def test_a_model_brings_its_profile_and_train_picks_another(tmp_path, overrides, model, card_recipe):
@@ -86,10 +88,11 @@ def test_a_model_brings_its_profile_and_train_picks_another(tmp_path, overrides,
         assert recipe(params) == recipe(composed(tmp_path))
 
 
-def test_biobert_is_the_cards_model_at_the_cards_dims(tmp_path):
-    model = section(ModelConfig, composed(tmp_path, "model=biobert"), "model")
+@pytest.mark.parametrize(("override", "install"), [("model=biobert", None), ("model=mpnet", "mpnet")])
+def test_card_scale_models_run_at_the_cards_dims(tmp_path, override, install):
+    model = section(ModelConfig, composed(tmp_path, override), "model")
     assert model.dims == (768, 512, 256, 128, 64) and model.max_seq_length == 100
-    assert model.embedded_package is None
+    assert model.embedded_package is None and model.install == install
 
 
 def test_a_profile_lists_only_how_it_differs_from_the_default():

@@ -7,7 +7,7 @@ matrix products, attention, layer norm, activations, dropout, embeddings, the op
 tokenisation), the rest of the operators, and the time no operator was running (Python, the framework).
 
     python -m benchmarks.train_profile                                  # the default profile, bf16 where native
-    python -m benchmarks.train_profile --set precision=fp32 --set length_grouped_chunks=true
+    python -m benchmarks.train_profile --set precision=fp32 --set length_grouped_chunks=false
 """
 
 from __future__ import annotations

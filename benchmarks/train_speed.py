@@ -35,12 +35,12 @@ TRAIN_INPUTS = {"prepared", "pairs"}  # read from this checkout; the model, metr
 
 # name -> (route, params overrides of the `train` section, plain-script flags)
 VARIANTS = {
-    "stage": ("stage", {"precision": "fp32"}, []),
+    "stage": ("stage", {"precision": "fp32", "length_grouped_chunks": False}, []),  # the plain script's chunks
     "plain": ("plain", {}, ["--precision", "fp32"]),
-    "stage-bf16": ("stage", {"precision": "bf16"}, []),
-    "stage-bf16-grouped": ("stage", {"precision": "bf16", "length_grouped_chunks": True}, []),
+    "stage-bf16": ("stage", {"precision": "bf16", "length_grouped_chunks": False}, []),
+    "stage-bf16-grouped": ("stage", {"precision": "bf16", "length_grouped_chunks": True}, []),  # the default
     "stage-fp32-grouped": ("stage", {"precision": "fp32", "length_grouped_chunks": True}, []),
-    "stage-bf16-mb128": ("stage", {"precision": "bf16", "mini_batch_size": 128}, []),
+    "stage-bf16-mb128": ("stage", {"precision": "bf16", "mini_batch_size": 128}, []),  # one chunk: nothing to group
     "stage-fp32-mb128": ("stage", {"precision": "fp32", "mini_batch_size": 128}, []),
 }
 

@@ -18,7 +18,7 @@ from medical_matryoshka.models import load_model
 
 
 def token_counts(model, texts: list[str]) -> list[int]:
-    tokens = model.tokenize(texts)["attention_mask"]
+    tokens = model.preprocess(texts)["attention_mask"]
     return tokens.sum(dim=1).tolist()
 
 

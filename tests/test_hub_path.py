@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from medical_matryoshka.digests import sha256_of
+from tests.conftest import random_bert_model
 from tests.test_pipeline_e2e import run, tiny_repo
 
 pytestmark = pytest.mark.slow
@@ -42,27 +43,9 @@ def lay_out_hub_cache(model_dir: Path, cache: Path, repo_id: str, commit: str = 
 
 @pytest.fixture(scope="module")
 def bert_768_dir(tmp_path_factory, minilm_path) -> Path:
-    """A 1-layer BERT with the card model's width (768) and MiniLM's tokenizer, mean pooling: random, seeded."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    raw = tmp_path_factory.mktemp("bert768_hf")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=768,
-        num_hidden_layers=1,
-        num_attention_heads=12,
-        intermediate_size=256,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(raw)
-    tokenizer.save_pretrained(raw)
-    out = tmp_path_factory.mktemp("bert768_st")
-    SentenceTransformer(str(raw)).save(str(out))
-    return out
+    """A 1-layer BERT with the card model's width (768)."""
+    shape = {"hidden_size": 768, "num_hidden_layers": 1, "num_attention_heads": 12, "intermediate_size": 256}
+    return random_bert_model(tmp_path_factory, minilm_path, "bert768", **shape)
 
 
 def test_card_configuration_runs_from_the_hf_cache_with_the_hub_off(

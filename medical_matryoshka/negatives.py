@@ -8,6 +8,10 @@ when it scores too close to the positive (absolute / relative margin: likely a f
 remaining candidates within `range_max`, `num_negatives` are taken (top or seeded random); a row whose
 window runs short takes the next guarded candidates beyond `range_max` (easier, never unguarded).
 Skip counts are over the candidates examined: with "top", those ranked above the chosen negatives.
+
+Given negatives (a `negatives` column from the source, data.columns.negative) come first: every row gets
+max(num_negatives, the most given to one row) negatives, its given ones and mined ones for the rest (never a
+mined copy of a given one). With mining off the given negatives pass through as they are.
 """
 
 from __future__ import annotations
@@ -82,7 +86,15 @@ def _ceiling(pos_score: float, cfg: MiningConfig) -> float:
 
 
 def _guarded_candidates(
-    doc: str, ranking: np.ndarray, scores: np.ndarray, ceiling: float, corpus: _Corpus, cfg: MiningConfig, skipped
+    doc: str,
+    ranking: np.ndarray,
+    scores: np.ndarray,
+    ceiling: float,
+    corpus: _Corpus,
+    cfg: MiningConfig,
+    skipped,
+    need: int,
+    given: set[str],
 ) -> tuple[list[int], list[int]]:
     """(candidates within range_max, candidates beyond it) that pass every guard, counting the skips."""
     window, extra, rank = [], [], 0
@@ -90,7 +102,7 @@ def _guarded_candidates(
         if doc in corpus.docs_of[corpus.texts[c]]:
             skipped["same_document"] += 1
             continue
-        if corpus.normalised[c] in corpus.doc_texts[doc]:
+        if corpus.normalised[c] in corpus.doc_texts[doc] or corpus.normalised[c] in given:
             skipped["duplicate_text"] += 1
             continue
         rank += 1
@@ -101,25 +113,50 @@ def _guarded_candidates(
             skipped["margin"] += 1
             continue
         (window if rank <= cfg.range_max else extra).append(c)
-        if cfg.sampling_strategy == "top" and len(window) >= cfg.num_negatives:
+        if cfg.sampling_strategy == "top" and len(window) >= need:
             break
-        if rank >= cfg.range_max and len(window) + len(extra) >= cfg.num_negatives:
+        if rank >= cfg.range_max and len(window) + len(extra) >= need:
             break
     return window, extra
 
 
-def _choose(window: list[int], extra: list[int], cfg: MiningConfig, rng) -> list[int]:
-    """num_negatives from the window (top or seeded random), filled from beyond it when it runs short."""
-    if len(window) >= cfg.num_negatives:
+def _choose(window: list[int], extra: list[int], need: int, cfg: MiningConfig, rng) -> list[int]:
+    """`need` candidates from the window (top or seeded random), filled from beyond it when it runs short."""
+    if len(window) >= need:
         if cfg.sampling_strategy == "random":
-            return list(rng.choice(window, size=cfg.num_negatives, replace=False))
-        return window[: cfg.num_negatives]
-    return (window + extra)[: cfg.num_negatives]
+            return list(rng.choice(window, size=need, replace=False))
+        return window[:need]
+    return (window + extra)[:need]
+
+
+def given_negatives(pairs: pd.DataFrame) -> list[list[str]]:
+    """Each row's given negatives (the prepare stage's `negatives` column), [] a row without."""
+    if "negatives" not in pairs:
+        return [[] for _ in range(len(pairs))]
+    return [list(n) for n in pairs["negatives"]]
+
+
+def pass_given_negatives(pairs: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Mining off: (anchor, positive, negative_1..k) with the given negatives, k the fewest any row has (every
+    row of one training table needs as many); the ones beyond k are counted, not used."""
+    stats = {"rows_in": len(pairs), "rows_out": len(pairs)}
+    if "negatives" not in pairs:
+        return pairs[["anchor", "positive"]], stats
+    given = given_negatives(pairs)
+    width = min(map(len, given)) if given else 0
+    rows = [[a, p, *g[:width]] for a, p, g in zip(pairs["anchor"], pairs["positive"], given, strict=True)]
+    columns = ["anchor", "positive", *(f"negative_{i + 1}" for i in range(width))]
+    stats["given_negatives_used"] = width * len(rows)
+    stats["given_negatives_unused"] = sum(map(len, given)) - stats["given_negatives_used"]
+    return pd.DataFrame(rows, columns=columns), stats
 
 
 def mine_hard_negatives(model, pairs: pd.DataFrame, cfg: MiningConfig, seed: int) -> tuple[pd.DataFrame, dict]:
-    """(anchor, positive, negative_1..n) rows from (doc_id, anchor, positive) pairs, and mining statistics."""
+    """(anchor, positive, negative_1..n) rows from (doc_id, anchor, positive[, negatives]) pairs, and mining
+    statistics; n = max(num_negatives, the most negatives given to one row), given ones first."""
     corpus = _Corpus.of(pairs)
+    given = given_negatives(pairs)
+    width = max(cfg.num_negatives, max(map(len, given)))
     if len(corpus.texts) <= cfg.num_negatives:
         raise PipelineError(
             f"only {len(corpus.texts)} training passages: too few to mine {cfg.num_negatives} negatives"
@@ -133,17 +170,26 @@ def mine_hard_negatives(model, pairs: pd.DataFrame, cfg: MiningConfig, seed: int
     skipped: Counter[str] = Counter()
     rows, pos_scores, neg_scores = [], [], []
     beyond_range, short = 0, 0
-    for doc, anchor, positive in zip(pairs["doc_id"], pairs["anchor"], pairs["positive"], strict=True):
+    mined = given_used = 0
+    for doc, anchor, positive, own in zip(pairs["doc_id"], pairs["anchor"], pairs["positive"], given, strict=True):
         a = anchor_index[anchor]
         pos_score = float(scores[a, corpus_index[positive]])
-        ceiling = _ceiling(pos_score, cfg)
-        window, extra = _guarded_candidates(doc, ranking[a], scores[a], ceiling, corpus, cfg, skipped)
-        chosen = _choose(window, extra, cfg, rng)
-        beyond_range += len(window) < cfg.num_negatives
-        if len(chosen) < cfg.num_negatives:
-            short += 1
-            continue
-        rows.append([anchor, positive, *(corpus.texts[c] for c in chosen)])
+        need = width - len(own)
+        chosen: list[int] = []
+        if need:
+            ceiling = _ceiling(pos_score, cfg)
+            given_texts = {normalise(n) for n in own}
+            window, extra = _guarded_candidates(
+                doc, ranking[a], scores[a], ceiling, corpus, cfg, skipped, need, given_texts
+            )
+            chosen = _choose(window, extra, need, cfg, rng)
+            beyond_range += len(window) < need
+            if len(chosen) < need:
+                short += 1
+                continue
+        rows.append([anchor, positive, *own, *(corpus.texts[c] for c in chosen)])
+        mined += len(chosen)
+        given_used += len(own)
         pos_scores.append(pos_score)
         neg_scores.extend(float(scores[a, c]) for c in chosen)
     if not rows:
@@ -152,10 +198,11 @@ def mine_hard_negatives(model, pairs: pd.DataFrame, cfg: MiningConfig, seed: int
             f"candidate was skipped by a guard ({dict(skipped)}); use more data (data.max_docs) or train on "
             "plain pairs (-S mining.enabled=false)"
         )
-    columns = ["anchor", "positive", *(f"negative_{i + 1}" for i in range(cfg.num_negatives))]
+    columns = ["anchor", "positive", *(f"negative_{i + 1}" for i in range(width))]
     stats = {
         "rows_in": len(pairs),
         "rows_out": len(rows),
+        **({"given_negatives_used": given_used, "mined_negatives": mined} if "negatives" in pairs else {}),
         "rows_dropped_no_candidates": short,
         "rows_filled_beyond_range_max": beyond_range,
         "skipped": {g: int(skipped[g]) for g in GUARDS},

@@ -1,7 +1,8 @@
 """Stage `mine`: add hard negatives to the training pairs (or pass them through when mining is off).
 
 Writes <pairs>/train.parquet with columns anchor, positive[, negative_1..n], which `train` consumes
-directly (MultipleNegativesRankingLoss takes extra columns as negatives), and <mining_metrics>.
+directly (MultipleNegativesRankingLoss takes extra columns as negatives), and <mining_metrics>. Negatives
+given with the data (data.columns.negative) come first; mining fills the rest of each row.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from medical_matryoshka.config.stage import StageConfig
 from medical_matryoshka.errors import require_input, run_main
 from medical_matryoshka.lifetime import die_with_parent
 from medical_matryoshka.models import load_model
-from medical_matryoshka.negatives import mine_hard_negatives
+from medical_matryoshka.negatives import mine_hard_negatives, pass_given_negatives
 
 
 def main() -> None:
@@ -30,13 +31,21 @@ def main() -> None:
         if model is not None:
             rows, stats = mine_hard_negatives(model, pairs, mining, stage.seed())
         else:
-            rows, stats = pairs[["anchor", "positive"]], {"rows_in": len(pairs), "rows_out": len(pairs)}
+            rows, stats = pass_given_negatives(pairs)
         stats = {"enabled": mining.enabled, **stats}
         if mining.enabled:
+            given = f" ({stats['given_negatives_used']} given kept)" if "given_negatives_used" in stats else ""
+            mean = stats["negative_score"].get("mean", "-")
             print(
-                f"mined a hard negative for {stats['rows_out']} of {stats['rows_in']} pairs; mean cosine: positive "
-                f"{stats['positive_score']['mean']}, negative {stats['negative_score']['mean']}; "
+                f"{len(rows.columns) - 2} negative(s) for {stats['rows_out']} of {stats['rows_in']} pairs{given}; mean "
+                f"cosine of the mined ones: positive {stats['positive_score']['mean']}, negative {mean}; "
                 f"details in {stage.paths.mining_metrics}"
+            )
+        elif "given_negatives_used" in stats:
+            print(
+                f"mining off (mining.enabled=false): {len(rows)} pairs go on with {len(rows.columns) - 2} given "
+                f"negative(s) each; {stats['given_negatives_unused']} given beyond what every row has are not used "
+                "(-S mining.enabled=true mines the rest for every row instead)"
             )
         else:
             print(f"mining off (mining.enabled=false): {len(rows)} pairs go on without negatives")

@@ -1,7 +1,7 @@
 """Stage `prepare`: raw records -> train pairs, dev and test retrieval sets, dataset statistics.
 
-Outputs (paths from params.yaml `paths`): <prepared>/train.parquet (anchor, positive, doc_id),
-<prepared>/dev.json and <prepared>/test.json (queries, corpus, relevant), <data_metrics>.
+Outputs (paths from params.yaml `paths`): <prepared>/train.parquet (anchor, positive, doc_id[, negatives]),
+<prepared>/dev.json and <prepared>/test.json (queries, corpus, relevant[, grades]), <data_metrics>.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import json
 from medical_matryoshka.atomic import output_dir, write_json
 from medical_matryoshka.config.sections import DataConfig, ModelSource
 from medical_matryoshka.config.stage import StageConfig
-from medical_matryoshka.data.leakage import check_leakage
-from medical_matryoshka.data.sources import load_records, require_tracked
+from medical_matryoshka.data.leakage import check_leakage, clean_negatives, shared_passage_rule
+from medical_matryoshka.data.sources import load_source, require_tracked
 from medical_matryoshka.data.splits import assign_splits, retrieval_set, train_pairs
-from medical_matryoshka.data.stats import dataset_stats
+from medical_matryoshka.data.stats import dataset_stats, relevance_stats, summary_lines
 from medical_matryoshka.errors import run_main
 from medical_matryoshka.lifetime import die_with_parent
 from medical_matryoshka.models import load_tokenizer
@@ -26,25 +26,31 @@ def main() -> None:
     data, model = stage.section(DataConfig, "data"), stage.section(ModelSource, "model")
 
     require_tracked(data, stage.paths.raw)
-    records = assign_splits(load_records(data), data.dev_fraction, data.test_fraction, stage.seed(), data.max_docs)
-    pairs = train_pairs(records, exclude=check_leakage(records, data.boilerplate_max_words))
-    stats = dataset_stats(records, pairs, load_tokenizer(model), model.max_seq_length)
-    rows, tokens = stats["rows"], stats["tokens"]
-    print(
-        f"{rows['train_pairs']} training pairs from {rows['train_docs']} documents; dev {rows['dev_docs']} and "
-        f"test {rows['test_docs']} documents over {rows['corpus_passages']} corpus passages"
-    )
-    print(
-        f"tokens per text (max {model.max_seq_length}): anchor mean {tokens['anchor']['mean']}, positive mean "
-        f"{tokens['positive']['mean']}; details in {stage.paths.data_metrics}"
-    )
+    source = load_source(data)
+    records, split = assign_splits(
+        source.records, data.dev_fraction, data.test_fraction, stage.seed(), data.max_docs, data.split_by,
+        data.boilerplate_max_words,
+    )  # fmt: skip
+    split["shared_passages"] = shared_passage_rule(data.shared_passages, split)
+    leaks = check_leakage(records, data.boilerplate_max_words, split["shared_passages"], data.leaked_queries)
+    records = records[~records["doc_id"].isin(leaks.dropped_queries)]
+    records, negatives = clean_negatives(records, keep_test_passages=split["shared_passages"] == "report")
+    pairs = train_pairs(records, exclude=leaks.exclude)
+    sets = {"dev": retrieval_set(records, "dev", ("train", "dev"))}
+    sets["test"] = retrieval_set(records, "test", ("train", "dev", "test"), source.corpus)
+    stats = dataset_stats(records, pairs, len(sets["test"]["corpus"]), load_tokenizer(model), model.max_seq_length)
+    split.update(shared_test_passages=leaks.shared_test_passages, leaked_queries_dropped=len(leaks.dropped_queries))
+    stats.update(split=split, relevance=relevance_stats(records), source=source.notes)
+    if data.negative_columns:
+        stats["negatives"] = negatives
+    for line in summary_lines(stats, model.max_seq_length, stage.paths.data_metrics):
+        print(line)
 
     with stage.track() as run:
         with output_dir(stage.paths.prepared) as out:
             pairs.to_parquet(out / "train.parquet", index=False)
-            for split, corpus_splits in (("dev", ("train", "dev")), ("test", ("train", "dev", "test"))):
-                rs = retrieval_set(records, split, corpus_splits)
-                (out / f"{split}.json").write_text(json.dumps(rs), encoding="utf-8")
+            for name, rs in sets.items():
+                (out / f"{name}.json").write_text(json.dumps(rs), encoding="utf-8")
         write_json(stage.paths.data_metrics, stats)
         run.log_metrics(stats)
 

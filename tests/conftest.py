@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -47,6 +48,76 @@ PAIRS = [
         "Bisoprolol reduced all-cause mortality by 34% in chronic heart failure.",
     ),
 ]
+
+
+DRUGS = ["Aspirin", "Metformin", "Atorvastatin", "Bisoprolol", "Vitamin D", "Amoxicillin", "Insulin", "Warfarin"]
+OUTCOMES = ["mortality", "stroke", "fractures", "infections", "HbA1c", "blood pressure", "hospital stay", "pain"]
+
+
+def claim(i: int) -> str:
+    return f"{DRUGS[i % 8]} lowers {OUTCOMES[(i * 3) % 8]} in trial cohort {i}."
+
+
+def passage(j: int) -> str:
+    return (
+        f"Study {j}: in a randomised trial of {100 + j} adults, {DRUGS[j % 8].lower()} changed "
+        f"{OUTCOMES[(j * 5) % 8]} compared with placebo over {2 + j % 4} years of follow-up."
+    )
+
+
+def write_beir(folder: Path, qrels: dict[str, list[tuple[str, str, int]]], n_passages: int, n_queries: int) -> Path:
+    """A BEIR folder: passages p0.. (title + text), queries q0.., and qrels/<split>.tsv with a header line."""
+    import json
+
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    with (folder / "corpus.jsonl").open("w") as f:
+        for j in range(n_passages):
+            f.write(json.dumps({"_id": f"p{j}", "title": f"Trial {j}", "text": passage(j)}) + "\n")
+    with (folder / "queries.jsonl").open("w") as f:
+        for i in range(n_queries):
+            f.write(json.dumps({"_id": f"q{i}", "text": claim(i), "metadata": {}}) + "\n")
+    for split, lines in qrels.items():
+        rows = ["query-id\tcorpus-id\tscore", *(f"{q}\t{p}\t{s}" for q, p, s in lines)]
+        (folder / "qrels" / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def beir_qrels() -> dict[str, list[tuple[str, str, int]]]:
+    """Many-to-many: 12 train claims over p0..p13 (q0 cites two abstracts, p1 serves q0 and q1), 4 test claims,
+    one of which (q12) cites p1, a train abstract (a shared passage); p16..p29 are cited by no claim."""
+    train = [("q0", "p0", 1), ("q0", "p1", 1), ("q1", "p1", 1)] + [(f"q{i}", f"p{i + 1}", 1) for i in range(2, 12)]
+    train.append(("q11", "p13", 1))
+    test = [("q12", "p1", 1), ("q12", "p14", 2), ("q13", "p14", 1), ("q14", "p15", 1), ("q15", "p15", 1)]
+    test.append(("q15", "p20", 0))  # judged not relevant
+    return {"train": train, "test": test}
+
+
+@pytest.fixture
+def beir_dir(tmp_path) -> Path:
+    return write_beir(tmp_path / "beir", beir_qrels(), n_passages=30, n_queries=16)
+
+
+def data_config(path, **changes):
+    """The data section for a local file (or folder) at `path`: columns claim/passage, 30% test, no dev."""
+    from medical_matryoshka.config.sections import DataConfig
+
+    base = DataConfig(
+        source="file",
+        path=str(path),
+        watch=str(path),
+        files={},
+        columns={"anchor": "claim", "positive": "passage", "negative": None},
+        hf_split="train",
+        hf_revision=None,
+        dev_fraction=0.0,
+        test_fraction=0.3,
+        max_docs=None,
+        split_by="auto",
+        shared_passages="auto",
+        leaked_queries="fail",
+        boilerplate_max_words=4,
+    )
+    return dataclasses.replace(base, **changes)
 
 
 def find_pubmedqa() -> Path:

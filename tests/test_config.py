@@ -157,7 +157,10 @@ def test_bad_model_values_name_the_key(params, key, value, message):
     ("key", "value", "message"),
     [
         ("dev_fraction", 1.5, r"dev_fraction must be in \[0, 1\)"),
-        ("columns", {"anchor": "a"}, "must map exactly"),
+        ("columns", {"anchor": "a"}, "must map 'anchor', 'positive'"),
+        ("columns", {"anchor": "a", "positive": "b", "negative": 3}, "columns.negative must be null, a column"),
+        ("split_by", "abstract", "data.split_by must be one of auto, component, query"),
+        ("shared_passages", "ignore", "data.shared_passages must be one of auto, fail, report"),
         ("max_docs", -3, "max_docs must be a positive integer"),
     ],
 )

@@ -15,7 +15,7 @@ from medical_matryoshka.data.sources import load_records
 from medical_matryoshka.data.splits import assign_splits, retrieval_set, train_pairs
 from medical_matryoshka.data.stats import dataset_stats, token_stats
 from medical_matryoshka.errors import PipelineError
-from tests.conftest import REPO
+from tests.conftest import REPO, data_config
 
 
 @pytest.fixture
@@ -42,15 +42,15 @@ def test_pubmedqa_maps_claims_to_their_contexts(pubmedqa_records):
 
 
 def test_splits_are_by_document_seeded_and_keep_the_official_test(pubmedqa_records):
-    split = assign_splits(pubmedqa_records, dev_fraction=0.1, test_fraction=0.2, seed=42)
+    split, _ = assign_splits(pubmedqa_records, dev_fraction=0.1, test_fraction=0.2, seed=42)
     per_doc = split.groupby("doc_id")["split"].nunique()
     assert (per_doc == 1).all(), "a document straddles two splits"
     docs = split.drop_duplicates("doc_id")["split"].value_counts()
     assert (docs["train"], docs["dev"], docs["test"]) == (450, 50, 500)
     official = set(pubmedqa_records.loc[pubmedqa_records["split"] == "test", "doc_id"])
     assert set(split.loc[split["split"] == "test", "doc_id"]) == official
-    again = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42)
-    other = assign_splits(pubmedqa_records, 0.1, 0.2, seed=7)
+    again, _ = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42)
+    other, _ = assign_splits(pubmedqa_records, 0.1, 0.2, seed=7)
     dev = lambda s: set(s.loc[s["split"] == "dev", "doc_id"])  # noqa: E731
     assert dev(again) == dev(split) and dev(other) != dev(split)
     pairs = train_pairs(split)
@@ -59,7 +59,7 @@ def test_splits_are_by_document_seeded_and_keep_the_official_test(pubmedqa_recor
 
 
 def test_test_retrieval_set_is_the_official_claims_against_every_context(pubmedqa_records):
-    split = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42)
+    split, _ = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42)
     test = retrieval_set(split, "test", ("train", "dev", "test"))
     assert len(test["queries"]) == 500 and len(test["corpus"]) == 3358
     for qid, passages in test["relevant"].items():
@@ -72,7 +72,7 @@ def test_test_retrieval_set_is_the_official_claims_against_every_context(pubmedq
 
 
 def test_max_docs_shrinks_every_split(pubmedqa_records):
-    small = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42, max_docs=5)
+    small, _ = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42, max_docs=5)
     assert small.drop_duplicates("doc_id")["split"].value_counts().to_dict() == {"train": 5, "dev": 5, "test": 5}
 
 
@@ -90,22 +90,6 @@ def test_missing_raw_file_says_how_to_fetch(pubmedqa_cfg, tmp_path):
         load_records(dataclasses.replace(pubmedqa_cfg, path=str(tmp_path)))
 
 
-def pairs_cfg(path, **changes) -> DataConfig:
-    base = DataConfig(
-        source="file",
-        path=str(path),
-        files={},
-        columns={"anchor": "claim", "positive": "passage"},
-        hf_split="train",
-        hf_revision=None,
-        dev_fraction=0.0,
-        test_fraction=0.3,
-        max_docs=None,
-        boilerplate_max_words=4,
-    )
-    return dataclasses.replace(base, **changes)
-
-
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
 def test_local_pair_files_with_a_column_mapping(pairs_frame, tmp_path, suffix):
     path = tmp_path / f"pairs{suffix}"
@@ -115,23 +99,23 @@ def test_local_pair_files_with_a_column_mapping(pairs_frame, tmp_path, suffix):
         pairs_frame.to_csv(path, index=False)
     else:
         pairs_frame.to_parquet(path)
-    records = load_records(pairs_cfg(path))
+    records = load_records(data_config(path))
     assert len(records) == 8 and records["doc_id"].nunique() == 7  # the aspirin claim has two passages
-    split = assign_splits(records, 0.0, 0.3, seed=42)
+    split, _ = assign_splits(records, 0.0, 0.3, seed=42)
     assert (split.groupby("doc_id")["split"].nunique() == 1).all()
     assert set(split["split"]) == {"train", "test"}
 
 
 def test_unknown_source_names_the_registered_ones(pairs_frame, tmp_path):
-    with pytest.raises(PipelineError, match="data.source must be one of pubmedqa, hf, file, got 'ftp'"):
-        load_records(pairs_cfg(tmp_path / "pairs.jsonl", source="ftp"))
+    with pytest.raises(PipelineError, match="data.source must be one of pubmedqa, beir, hf, file, got 'ftp'"):
+        load_records(data_config(tmp_path / "pairs.jsonl", source="ftp"))
 
 
 def test_missing_column_names_the_mapping_to_fix(pairs_frame, tmp_path):
     path = tmp_path / "pairs.jsonl"
     pairs_frame.rename(columns={"passage": "text"}).to_json(path, orient="records", lines=True)
     with pytest.raises(PipelineError, match=r"no column\(s\) \['passage'\].*data.columns.positive"):
-        load_records(pairs_cfg(path))
+        load_records(data_config(path))
 
 
 def test_empty_text_is_rejected(pairs_frame, tmp_path):
@@ -139,14 +123,14 @@ def test_empty_text_is_rejected(pairs_frame, tmp_path):
     pairs_frame.loc[3, "passage"] = "  "
     pairs_frame.to_json(path, orient="records", lines=True)
     with pytest.raises(PipelineError, match="empty anchor or positive"):
-        load_records(pairs_cfg(path))
+        load_records(data_config(path))
 
 
 def test_empty_split_is_one_clear_error(pairs_frame, tmp_path):
     path = tmp_path / "pairs.jsonl"
     pairs_frame.head(1).to_json(path, orient="records", lines=True)
-    records = load_records(pairs_cfg(path))
-    with pytest.raises(PipelineError, match="split is empty"):
+    records = load_records(data_config(path))
+    with pytest.raises(PipelineError, match=r"the test split is empty \(1 queries in all, 0.3 drawn for test"):
         assign_splits(records, 0.0, 0.3, seed=42)
 
 
@@ -165,9 +149,9 @@ def test_token_stats_count_what_the_model_sees(minilm_path):
 def test_dataset_stats_report_rows_and_tokens(pubmedqa_records, minilm_path):
     from transformers import AutoTokenizer
 
-    split = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42)
-    pairs = train_pairs(split, exclude=check_leakage(split, boilerplate_max_words=4))
-    stats = dataset_stats(split, pairs, AutoTokenizer.from_pretrained(minilm_path), 100)
+    split, _ = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42)
+    pairs = train_pairs(split, exclude=check_leakage(split, boilerplate_max_words=4).exclude)
+    stats = dataset_stats(split, pairs, 3358, AutoTokenizer.from_pretrained(minilm_path), 100)
     # 8 train passages are boilerplate also found in the test split ("None.", "Case series.")
     assert stats["duplicates"]["train_pairs_dropped"] == 8
     assert stats["rows"] == {
@@ -182,28 +166,30 @@ def test_dataset_stats_report_rows_and_tokens(pubmedqa_records, minilm_path):
         assert 0 < s["min"] <= s["mean"] <= s["max"] <= 100
 
 
-def test_a_test_passage_planted_in_train_stops_prepare(pubmedqa_records):
-    split = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42)
+def test_a_test_passage_planted_in_train_stops_or_is_counted_as_asked(pubmedqa_records):
+    split, _ = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42)
     test_passage = split.loc[split["split"] == "test", "positive"].iloc[0]
     planted = split.copy()
     row = planted.index[planted["split"] == "train"][0]
     planted.loc[row, "positive"] = "  " + test_passage.upper() + " "  # same text after normalising
-    with pytest.raises(PipelineError, match=r"test data leaks into train/dev: 0 anchor\(s\) and 1 passage"):
-        check_leakage(planted, boilerplate_max_words=4)
+    with pytest.raises(PipelineError, match=r"1 test passage is also train/dev data.*data.shared_passages=report"):
+        check_leakage(planted, boilerplate_max_words=4, shared_passages="fail")
+    assert check_leakage(planted, boilerplate_max_words=4, shared_passages="report").shared_test_passages == 1
+    assert check_leakage(split, boilerplate_max_words=4, shared_passages="report").shared_test_passages == 0
 
 
 def test_a_test_query_used_as_a_dev_anchor_stops_prepare(pubmedqa_records):
-    split = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42)
+    split, _ = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42)
     planted = split.copy()
     dev_rows = planted["split"] == "dev"
     planted.loc[dev_rows, "anchor"] = split.loc[split["split"] == "test", "anchor"].iloc[0]
-    with pytest.raises(PipelineError, match=r"1 anchor\(s\)"):
-        check_leakage(planted, boilerplate_max_words=4)
+    with pytest.raises(PipelineError, match=r"test data leaks into train/dev: 1 test query also in the train/dev"):
+        check_leakage(planted, boilerplate_max_words=4, shared_passages="report")
 
 
 def test_boilerplate_shared_with_test_is_dropped_from_training_not_a_stop(pubmedqa_records):
-    split = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42)
-    exclude = check_leakage(split, boilerplate_max_words=4)
+    split, _ = assign_splits(pubmedqa_records, 0.1, 0.2, seed=42)
+    exclude = check_leakage(split, boilerplate_max_words=4).exclude
     assert "none." in exclude and "case series." in exclude
     pairs = train_pairs(split, exclude)
     assert not pairs["positive"].str.lower().str.strip().isin(exclude).any()

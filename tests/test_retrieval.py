@@ -73,7 +73,7 @@ CARD_METRICS = [f"cosine_{m}@{k}" for m in ("accuracy", "precision", "recall") f
 def small_test_set(pubmedqa_dir) -> RetrievalSet:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     cfg = dataclasses.replace(section(DataConfig, params, "data"), path=str(pubmedqa_dir))
-    records = assign_splits(load_records(cfg), 0.1, 0.2, seed=42, max_docs=40)
+    records, _ = assign_splits(load_records(cfg), 0.1, 0.2, seed=42, max_docs=40)
     data = retrieval_set(records, "test", ("train", "dev", "test"))
     return RetrievalSet(data["queries"], data["corpus"], {q: set(d) for q, d in data["relevant"].items()})
 

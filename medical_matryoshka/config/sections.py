@@ -20,6 +20,10 @@ def _require(checks: list[tuple[bool, str]]) -> None:
             raise PipelineError(f"params.yaml: {message}")
 
 
+def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> tuple[bool, str]:
+    return value in choices, f"{name} must be one of {', '.join(choices)}, got {value!r}"
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSource:
     """Where the base model comes from and how long its inputs are (all that `prepare` needs of it)."""
@@ -57,10 +61,16 @@ class ModelConfig(ModelSource):
         )
 
 
+SPLIT_BY = ("auto", "component", "query")
+SHARED_PASSAGES = ("auto", "fail", "report")
+LEAKED_QUERIES = ("fail", "drop")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     source: str
     path: str
+    watch: str  # what DVC hashes for prepare (dvc.yaml): the data itself, so a change reruns the pipeline
     files: dict[str, Any]
     columns: dict[str, Any]
     hf_split: str
@@ -68,25 +78,50 @@ class DataConfig:
     dev_fraction: float
     test_fraction: float
     max_docs: int | None
+    split_by: str
+    shared_passages: str
+    leaked_queries: str
     boilerplate_max_words: int
 
     def validate(self, key: str) -> None:
         # `source` is checked against the loaders registered in data/sources.py when the data is loaded
+        negative = self.columns.get("negative")
         _require(
             [
                 (self.boilerplate_max_words >= 0, f"{key}boilerplate_max_words must be >= 0"),
                 (
-                    set(self.columns) == {"anchor", "positive"},
-                    f"{key}columns must map exactly 'anchor' and 'positive' to your column names, got {self.columns}",
+                    {"anchor", "positive"} <= set(self.columns) <= {"anchor", "positive", "negative"},
+                    f"{key}columns must map 'anchor', 'positive' (and optionally 'negative') to your column names, "
+                    f"got {self.columns}",
+                ),
+                (
+                    negative is None
+                    or isinstance(negative, str)
+                    or (isinstance(negative, list) and bool(negative) and all(isinstance(n, str) for n in negative)),
+                    f"{key}columns.negative must be null, a column name or a list of column names, got {negative!r}",
                 ),
                 (0.0 <= self.dev_fraction < 1.0, f"{key}dev_fraction must be in [0, 1), got {self.dev_fraction}"),
                 (0.0 < self.test_fraction < 1.0, f"{key}test_fraction must be in (0, 1), got {self.test_fraction}"),
                 (
+                    self.dev_fraction + self.test_fraction < 1.0,
+                    f"{key}dev_fraction + test_fraction must leave documents to train on, got "
+                    f"{self.dev_fraction} + {self.test_fraction}",
+                ),
+                (
                     self.max_docs is None or self.max_docs > 0,
                     f"{key}max_docs must be a positive integer or null, got {self.max_docs}",
                 ),
+                _one_of(f"{key}split_by", self.split_by, SPLIT_BY),
+                _one_of(f"{key}shared_passages", self.shared_passages, SHARED_PASSAGES),
+                _one_of(f"{key}leaked_queries", self.leaked_queries, LEAKED_QUERIES),
             ]
         )
+
+    @property
+    def negative_columns(self) -> list[str]:
+        """The columns holding given negatives (none by default)."""
+        negative = self.columns.get("negative")
+        return [] if negative is None else [negative] if isinstance(negative, str) else list(negative)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,10 +211,6 @@ BATCH_SAMPLERS = ("no_duplicates", "batch_sampler")
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 # Top-level sweep knobs (dvc exp run -S lr=3e-5) that the training stage reads beside params.train.
 TRAIN_KNOBS = ("seed", "lr", "epochs", "batch_size", "grad_accum", "warmup_ratio", "scheduler")
-
-
-def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> tuple[bool, str]:
-    return value in choices, f"{name} must be one of {', '.join(choices)}, got {value!r}"
 
 
 @dataclasses.dataclass(frozen=True)

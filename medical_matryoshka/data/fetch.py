@@ -22,6 +22,11 @@ def _copy_into(out, name: str, spec: dict[str, Any], local_copy: Path | None) ->
         with src.open("rb") as f:
             shutil.copyfileobj(f, out)
         return
+    if not spec.get("url"):
+        raise PipelineError(
+            f"{name} has no public source that serves these exact bytes (data.files lists no url); copy it from a "
+            "folder holding it: python -m commands.fetch_raw --from DIR"
+        )
     try:
         with urllib.request.urlopen(spec["url"], timeout=60) as resp:
             shutil.copyfileobj(resp, out)
@@ -38,9 +43,10 @@ def fetch(cfg: DataConfig, local_copy: Path | None) -> list[Path]:
     target.mkdir(parents=True, exist_ok=True)
     placed = []
     for name, spec in cfg.files.items():
-        dest = target / name
+        dest = target / name  # a name may hold a subfolder (qrels/test.tsv)
         if not (dest.is_file() and sha256_of(dest) == spec["sha256"]):
-            fd, tmp_name = tempfile.mkstemp(dir=target, prefix=f".{name}.", suffix=".tmp")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
             tmp = Path(tmp_name)
             try:
                 with open(fd, "wb") as out:

@@ -1,12 +1,16 @@
-"""Load raw (anchor, positive) records from PubMedQA PQA-L, a local file or a Hugging Face dataset.
+"""Load raw relevance records from PubMedQA PQA-L, a BEIR folder, a local pairs file or a Hugging Face dataset.
 
-Every source becomes one table: doc_id, passage_id, anchor, positive, split. A document groups the
-positives of one anchor; split is "test" where the source has an official test split, else None.
+Every source becomes one table of (query, relevant passage) judgments: doc_id (the query), passage_id,
+anchor (the query's text), positive (the passage's text), split ("train"/"dev"/"test" where the source has
+an official split, else None), score (the relevance grade, > 0) and negatives (given negative texts, a
+tuple, usually empty). Many-to-many is normal: a query holds every passage linked to it, a passage may
+serve several queries. A source with a fixed corpus (BEIR) also returns it: the test set searches it whole.
 A new source is one loader function, registered in SOURCES (data.source in params.yaml picks it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
@@ -15,15 +19,29 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from medical_matryoshka.data.leakage import normalise
 from medical_matryoshka.digests import sha256_of
 from medical_matryoshka.errors import PipelineError, first_line
 
 if TYPE_CHECKING:
     from medical_matryoshka.config.sections import DataConfig
 
-RECORD_COLUMNS = ["doc_id", "passage_id", "anchor", "positive", "split"]
+RECORD_COLUMNS = ["doc_id", "passage_id", "anchor", "positive", "split", "score", "negatives"]
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 FETCH_HINT = "fetch it with `python -m commands.fetch_raw` (offline: `python -m commands.fetch_raw --from DIR`)"
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceData:
+    """A source's relevance records and, for a source with a fixed corpus (BEIR), that whole corpus."""
+
+    records: pd.DataFrame
+    corpus: dict[str, str] | None = None  # passage id -> text; None: the corpus is the records' passages
+    notes: dict = dataclasses.field(default_factory=dict)  # what loading found (counts for metrics/data.json)
+
+    @property
+    def official_split(self) -> bool:
+        return bool(self.records["split"].notna().any())
 
 
 def verify_raw_files(cfg: DataConfig) -> None:
@@ -41,8 +59,10 @@ def verify_raw_files(cfg: DataConfig) -> None:
             )
 
 
-def load_pubmedqa(cfg: DataConfig) -> pd.DataFrame:
-    """PQA-L: anchor = LONG_ANSWER, one positive per CONTEXT; the official test ids are marked "test"."""
+def load_pubmedqa(cfg: DataConfig) -> SourceData:
+    """PQA-L: anchor = LONG_ANSWER, one positive per CONTEXT; the official test ids are marked "test".
+
+    Passages keep the source's identity (abstract id + context number), one abstract per question."""
     verify_raw_files(cfg)
     folder = Path(cfg.path)
     try:
@@ -57,18 +77,50 @@ def load_pubmedqa(cfg: DataConfig) -> pd.DataFrame:
             raise PipelineError(f"PubMedQA entry {pmid} lacks {sorted(missing)}; fetch the raw files again")
         split = "test" if pmid in test_ids else None
         for i, context in enumerate(entry["CONTEXTS"]):
-            rows.append((pmid, f"{pmid}-{i}", entry["LONG_ANSWER"], context, split))
-    return pd.DataFrame(rows, columns=RECORD_COLUMNS)
+            rows.append((pmid, f"{pmid}-{i}", entry["LONG_ANSWER"], context, split, 1, ()))
+    return SourceData(pd.DataFrame(rows, columns=RECORD_COLUMNS))
 
 
-def pairs_to_records(frame: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.DataFrame:
-    """Map the configured anchor/positive columns of a pairs table to records; one document per anchor."""
+def _text_id(text: str) -> str:
+    """A stable id for a text: the same after normalising case and spaces, the same id."""
+    return hashlib.sha1(normalise(text).encode("utf-8")).hexdigest()[:16]
+
+
+def _negatives_of(frame: pd.DataFrame, columns: list[str], origin: str) -> list[tuple[str, ...]]:
+    """Each row's given negatives: cells that are a text, a list of texts, or empty (no negative)."""
+
+    def texts(value, row: int, column: str) -> list[str]:
+        if value is None or (isinstance(value, float) and pd.isna(value)):
+            return []
+        values = [value] if isinstance(value, str) else list(value) if hasattr(value, "__iter__") else [value]
+        for v in values:
+            if not isinstance(v, str):
+                raise PipelineError(
+                    f"{origin} row {row + 1}: column '{column}' holds {type(v).__name__} {str(v)[:40]!r}, not "
+                    "text; a negative cell must be a text, a list of texts or empty"
+                )
+        return [v for v in values if v.strip()]
+
+    out = []
+    for row in range(len(frame)):
+        found = [t for c in columns for t in texts(frame[c].iloc[row], row, c)]
+        out.append(tuple(dict.fromkeys(found)))
+    return out
+
+
+def pairs_to_records(frame: pd.DataFrame, cfg: DataConfig, origin: str) -> SourceData:
+    """Map the configured columns of a pairs table to records, many-to-many.
+
+    A query is one anchor text and a passage one positive text (after normalising case and spaces), however
+    many rows name them: a repeated (anchor, positive) row collapses into one record (its negatives merged).
+    """
     anchor_col, positive_col = cfg.columns["anchor"], cfg.columns["positive"]
-    missing = [c for c in (anchor_col, positive_col) if c not in frame.columns]
+    wanted = [anchor_col, positive_col, *cfg.negative_columns]
+    missing = [c for c in wanted if c not in frame.columns]
     if missing:
         raise PipelineError(
-            f"{origin} has no column(s) {missing} (it has {list(frame.columns)}); "
-            "map yours with -S data.columns.anchor=NAME -S data.columns.positive=NAME"
+            f"{origin} has no column(s) {missing} (it has {list(frame.columns)}); map yours with "
+            "-S data.columns.anchor=NAME -S data.columns.positive=NAME [-S data.columns.negative=NAME]"
         )
     pairs = frame[[anchor_col, positive_col]].rename(columns={anchor_col: "anchor", positive_col: "positive"})
     if pairs.isna().any().any():
@@ -84,10 +136,24 @@ def pairs_to_records(frame: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.Da
             )
     if (pairs.apply(lambda s: s.str.strip()) == "").any().any():
         raise PipelineError(f"{origin} has rows with an empty anchor or positive; remove them and rerun")
-    pairs["doc_id"] = [hashlib.sha1(a.encode("utf-8")).hexdigest()[:16] for a in pairs["anchor"]]
-    pairs["passage_id"] = [f"{d}-{i}" for i, d in enumerate(pairs["doc_id"])]
+    pairs["negatives"] = _negatives_of(frame, cfg.negative_columns, origin)
+    pairs["doc_id"] = [_text_id(a) for a in pairs["anchor"]]
+    pairs["passage_id"] = [_text_id(p) for p in pairs["positive"]]
     pairs["split"] = None
-    return pairs[RECORD_COLUMNS].reset_index(drop=True)
+    pairs["score"] = 1
+    records = (
+        pairs.groupby(["doc_id", "passage_id"], sort=False)
+        .agg(
+            anchor=("anchor", "first"),
+            positive=("positive", "first"),
+            split=("split", "first"),
+            score=("score", "first"),
+            negatives=("negatives", lambda ns: tuple(dict.fromkeys(n for row in ns for n in row))),
+        )
+        .reset_index()
+    )
+    notes = {"rows_read": len(pairs), "rows_collapsed": len(pairs) - len(records)}
+    return SourceData(records[RECORD_COLUMNS], notes=notes)
 
 
 def require_utf8(path: Path) -> None:
@@ -103,7 +169,7 @@ def require_utf8(path: Path) -> None:
         ) from None
 
 
-def load_pairs_file(cfg: DataConfig) -> pd.DataFrame:
+def load_pairs_file(cfg: DataConfig) -> SourceData:
     """A local jsonl/csv/parquet file of pairs, read with `datasets`."""
     from datasets import load_dataset
 
@@ -125,7 +191,7 @@ def load_pairs_file(cfg: DataConfig) -> pd.DataFrame:
     return pairs_to_records(frame, cfg, str(path))
 
 
-def load_hf_pairs(cfg: DataConfig) -> pd.DataFrame:
+def load_hf_pairs(cfg: DataConfig) -> SourceData:
     """A Hugging Face dataset of pairs (the model card's own format: anchor/positive columns)."""
     from datasets import load_dataset
 
@@ -139,17 +205,27 @@ def load_hf_pairs(cfg: DataConfig) -> pd.DataFrame:
     return pairs_to_records(ds.to_pandas(), cfg, f"dataset {cfg.path}")
 
 
+def load_beir_folder(cfg: DataConfig) -> SourceData:
+    """A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv), verified where data.files lists it."""
+    from medical_matryoshka.data.beir import load_beir
+
+    verify_raw_files(cfg)
+    records, corpus, notes = load_beir(Path(cfg.path))
+    return SourceData(pd.DataFrame(records, columns=RECORD_COLUMNS), corpus, notes)
+
+
 # data.source -> loader: the one place a data source is registered.
-SOURCES: dict[str, Callable[[DataConfig], pd.DataFrame]] = {
+SOURCES: dict[str, Callable[[DataConfig], SourceData]] = {
     "pubmedqa": load_pubmedqa,
+    "beir": load_beir_folder,
     "hf": load_hf_pairs,
     "file": load_pairs_file,
 }
 
 
 def require_tracked(cfg: DataConfig, raw: str) -> None:
-    """Local data must lie under paths.raw, a dependency of `prepare` in dvc.yaml: DVC hashes nothing else,
-    so a file elsewhere could change without rerunning the pipeline (a stale model)."""
+    """Local data must lie under paths.raw and be what dvc.yaml's `prepare` watches (data.watch): DVC hashes
+    nothing else, so data elsewhere could change without rerunning the pipeline (a stale model)."""
     if cfg.source == "hf":
         return  # a hub dataset: pinned by data.hf_revision instead
     if not Path(cfg.path).resolve().is_relative_to(Path(raw).resolve()):
@@ -158,13 +234,23 @@ def require_tracked(cfg: DataConfig, raw: str) -> None:
             f"data.path {cfg.path} is outside {raw}/, the folder DVC tracks for prepare, so a change to it would "
             f"go unseen; copy it there (cp {cfg.path} {raw}/{name}) and use -S data.path={raw}/{name}"
         )
+    if not Path(cfg.path).resolve().is_relative_to(Path(cfg.watch).resolve()):
+        raise PipelineError(
+            f"data.watch {cfg.watch} does not hold data.path {cfg.path}, so DVC would not rerun prepare when the "
+            f"data changes; leave data.watch at its default (the data path) or set -S data.watch={cfg.path}"
+        )
+
+
+def load_source(cfg: DataConfig) -> SourceData:
+    """The records (and fixed corpus, if any) of the configured source."""
+    if cfg.source not in SOURCES:
+        raise PipelineError(f"params.yaml: data.source must be one of {', '.join(SOURCES)}, got {cfg.source!r}")
+    data = SOURCES[cfg.source](cfg)
+    if data.records.empty:
+        raise PipelineError(f"data source {cfg.path} holds no (anchor, positive) pairs")
+    return data
 
 
 def load_records(cfg: DataConfig) -> pd.DataFrame:
-    """The records of the configured source."""
-    if cfg.source not in SOURCES:
-        raise PipelineError(f"params.yaml: data.source must be one of {', '.join(SOURCES)}, got {cfg.source!r}")
-    records = SOURCES[cfg.source](cfg)
-    if records.empty:
-        raise PipelineError(f"data source {cfg.path} holds no (anchor, positive) pairs")
-    return records
+    """The relevance records of the configured source."""
+    return load_source(cfg).records

@@ -6,6 +6,10 @@ dev split each epoch, no MLflow, no checkpoint bookkeeping. It imports nothing f
 to find an offline model install (model=mpnet: `model.install`).
 
     python benchmarks/plain_st_train.py --out /tmp/plain-model [--epochs 1] [--precision bf16]
+
+--test also scores the trained model on the prepared test set with the stock evaluator, one
+InformationRetrievalEvaluator per dimension (NDCG@10 by dim in <out>/train.json): the plain fine-tune a
+user would compare the pipeline with (README "Own data: SciFact").
 """
 
 from __future__ import annotations
@@ -27,6 +31,17 @@ from sentence_transformers.sentence_transformer.losses import (
 )
 
 
+def per_dim_evaluators(path: str, dims: list[int]) -> list[InformationRetrievalEvaluator]:
+    """One stock evaluator per Matryoshka dimension on a prepared retrieval set (queries, corpus, relevant)."""
+    with open(path, encoding="utf-8") as f:
+        rs = json.load(f)
+    relevant = {q: set(d) for q, d in rs["relevant"].items()}
+    return [
+        InformationRetrievalEvaluator(rs["queries"], rs["corpus"], relevant, name=f"dim_{d}", truncate_dim=d)
+        for d in dims
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -34,6 +49,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=None)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--mini-batch-size", type=int, default=None)
+    parser.add_argument("--train-file", default=None, help="pairs parquet (default: <pairs>/train.parquet)")
+    parser.add_argument("--test", action="store_true", help="score the trained model on <prepared>/test.json")
     args = parser.parse_args()
 
     with open(args.params, encoding="utf-8") as f:
@@ -59,16 +76,10 @@ def main() -> None:
     model = SentenceTransformer(name)
     model.max_seq_length = m["max_seq_length"]
 
-    train = Dataset.from_pandas(pd.read_parquet(f"{paths['pairs']}/train.parquet"), preserve_index=False)
-    with open(f"{paths['prepared']}/dev.json", encoding="utf-8") as f:
-        dev = json.load(f)
-    relevant = {q: set(d) for q, d in dev["relevant"].items()}
-    evaluator = SequentialEvaluator(
-        [
-            InformationRetrievalEvaluator(dev["queries"], dev["corpus"], relevant, name=f"dim_{d}", truncate_dim=d)
-            for d in dims
-        ]
-    )
+    rows = pd.read_parquet(args.train_file or f"{paths['pairs']}/train.parquet")
+    rows = rows[[c for c in rows.columns if c in ("anchor", "positive") or c.startswith("negative_")]]
+    train = Dataset.from_pandas(rows, preserve_index=False)
+    evaluator = SequentialEvaluator(per_dim_evaluators(f"{paths['prepared']}/dev.json", dims))
 
     directions = tuple(t["directions"])
     common = {"directions": directions, "scale": t["scale"], "hardness_mode": t["hardness_mode"]}
@@ -113,6 +124,11 @@ def main() -> None:
         "dev_eval_seconds": round(eval_seconds, 1),
         "pairs_per_second": round(len(train) * epochs / (seconds - eval_seconds), 2),
     }
+    if args.test:
+        summary["test_ndcg@10"] = {
+            f"dim_{d}": round(ev(model)[f"dim_{d}_cosine_ndcg@10"], 4)
+            for d, ev in zip(dims, per_dim_evaluators(f"{paths['prepared']}/test.json", dims), strict=True)
+        }
     with open(f"{args.out}/train.json", "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
     print(json.dumps(summary))

@@ -92,6 +92,18 @@ def beir_qrels() -> dict[str, list[tuple[str, str, int]]]:
     return {"train": train, "test": test}
 
 
+def many_to_many_rows() -> list[dict]:
+    """30 claims in 10 components of three: claim 3k cites passages 3k and 3k+1, claim 3k+1 cites 3k+1 (shared)
+    and 3k+2, claim 3k+2 cites 3k+2; one row repeats with other case and spacing."""
+    rows = []
+    for k in range(10):
+        a, b, c = 3 * k, 3 * k + 1, 3 * k + 2
+        rows += [(a, a), (a, b), (b, b), (b, c), (c, c)]
+    out = [{"claim": claim(i), "passage": passage(j)} for i, j in rows]
+    out.append({"claim": claim(0).upper(), "passage": "  " + passage(0).replace(" ", "  ")})  # the same pair
+    return out
+
+
 @pytest.fixture
 def beir_dir(tmp_path) -> Path:
     return write_beir(tmp_path / "beir", beir_qrels(), n_passages=30, n_queries=16)

@@ -22,6 +22,7 @@ from tests.test_pipeline_e2e import run, tiny_repo
 
 pytestmark = pytest.mark.slow
 
+OUTSIDE = f"/tmp/medmat-{os.getpid()}-outside-pairs.jsonl"
 RESTORE = "git checkout HEAD -- params.yaml dvc.lock metrics/ plots/ data/raw/ && dvc checkout"  # the README's line
 ROWS = [
     {"claim": f"claim {i} on aspirin and outcome {i % 3}", "passage": f"passage {i}: trial {i * 7}"} for i in range(40)
@@ -82,17 +83,28 @@ CASES = [
         r"row 41: column 'claim' holds .*not text",
     ),
     (
-        "outside data/raw",
-        ["data=pairs", "data.path=/tmp/pairs.jsonl"],
-        {},
-        r"is outside data/raw/.*cp /tmp/pairs.jsonl",
+        "outside data/raw",  # an existing file: DVC hashes it as an external dependency, prepare refuses it
+        ["data=pairs", f"data.path={OUTSIDE}"],
+        {OUTSIDE: jsonl(ROWS)},
+        rf"is outside data/raw/.*cp {OUTSIDE} data/raw/{Path(OUTSIDE).name}",
     ),
+    (
+        "qrels id",
+        ["data=beir", "data.path=data/raw/beir"],
+        {
+            "beir/corpus.jsonl": b'{"_id": "p1", "text": "t"}\n',
+            "beir/queries.jsonl": b'{"_id": "q1", "text": "c"}\n',
+            "beir/qrels/train.tsv": b"q1\tp1\t1\n",
+            "beir/qrels/test.tsv": b"q1\tp2\t1\n",
+        },
+        r"qrels/test.tsv names 1 corpus-id\(s\) absent from corpus.jsonl, e.g. 'p2'; add them",
+    ),  # fmt: skip
 ]
 
 
 @pytest.mark.parametrize(("overrides", "files", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_and_the_last_results_come_back(repo, overrides, files, message):
-    for name, content in files.items():
+    for name, content in files.items():  # names are under data/raw/, or absolute
         (repo / "data/raw" / name).parent.mkdir(parents=True, exist_ok=True)
         (repo / "data/raw" / name).write_bytes(content)
     try:
@@ -103,7 +115,8 @@ def test_bad_input_is_one_line_and_the_last_results_come_back(repo, overrides, f
         assert "exited with 2" in result.stderr
     finally:
         for name in files:
-            subprocess.run(["rm", "-rf", str(repo / "data/raw" / Path(name).parts[0])], check=True)
+            written = name if Path(name).is_absolute() else repo / "data/raw" / Path(name).parts[0]
+            subprocess.run(["rm", "-rf", str(written)], check=True)
     restore_and_check(repo)
 
 

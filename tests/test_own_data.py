@@ -15,7 +15,7 @@ from medical_matryoshka.data.sources import load_source
 from medical_matryoshka.data.splits import _draw, assign_splits, retrieval_set, train_pairs
 from medical_matryoshka.errors import PipelineError
 from medical_matryoshka.negatives import mine_hard_negatives, pass_given_negatives
-from tests.conftest import claim, data_config, passage
+from tests.conftest import claim, data_config, many_to_many_rows, passage
 
 
 def prepare(cfg, seed: int = 42):
@@ -32,18 +32,6 @@ def prepare(cfg, seed: int = 42):
 
 
 # ---- pairs files: many-to-many, split by connected component
-
-
-def many_to_many_rows() -> list[dict]:
-    """30 claims in 10 components of three: claim 3k cites passages 3k and 3k+1, claim 3k+1 cites 3k+1 (shared)
-    and 3k+2, claim 3k+2 cites 3k+2; one row repeats with other case and spacing."""
-    rows = []
-    for k in range(10):
-        a, b, c = 3 * k, 3 * k + 1, 3 * k + 2
-        rows += [(a, a), (a, b), (b, b), (b, c), (c, c)]
-    out = [{"claim": claim(i), "passage": passage(j)} for i, j in rows]
-    out.append({"claim": claim(0).upper(), "passage": "  " + passage(0).replace(" ", "  ")})  # the same pair
-    return out
 
 
 @pytest.fixture
@@ -131,9 +119,10 @@ def test_beir_dev_qrels_are_the_dev_split(beir_dir):
     (beir_dir / "qrels/dev.tsv").write_text("q10\tp11\t1\nq11\tp12\t1\n")  # no header: also read
     train = [line for line in (beir_dir / "qrels/train.tsv").read_text().splitlines() if not line.startswith("q1")]
     (beir_dir / "qrels/train.tsv").write_text("\n".join(train) + "\n")
-    _, records, split, _, _ = prepare(data_config(beir_dir, source="beir", dev_fraction=0.2))
+    source, records, split, _, _ = prepare(data_config(beir_dir, source="beir", dev_fraction=0.2))
     assert split["dev"] == "official"
     assert set(records.loc[records["split"] == "dev", "doc_id"]) == {"q10", "q11"}
+    assert source.notes["queries_without_qrels"] == 1 and "q1" not in set(records["doc_id"])  # its lines went
 
 
 def test_a_test_query_in_the_train_qrels_stops(beir_dir):

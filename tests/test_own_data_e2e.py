@@ -1,0 +1,76 @@
+"""End to end on own data: `dvc repro` on a BEIR folder and `dvc exp run -S data=pairs ...` on many-to-many
+pairs with given negatives, in a checkout that never fetched PubMedQA (MiniLM, whose scores let the mining
+guards pass, on a few dozen texts: seconds a stage)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import beir_qrels, many_to_many_rows, passage, write_beir
+from tests.test_pipeline_e2e import copy_worktree, run, set_yaml_keys
+
+pytestmark = pytest.mark.slow
+STAGES = ("prepare", "baseline", "mine", "train", "evaluate")
+# a given negative for every other row of the pairs file; mining fills the rest
+GIVEN = {(r["claim"], r["passage"]): passage(40 + i) for i, r in enumerate(many_to_many_rows()) if i % 2}
+
+
+@pytest.fixture(scope="module")
+def own_repo(tmp_path_factory) -> Path:
+    """This repository with a BEIR folder as its data, short texts and one short epoch, committed; PubMedQA
+    never fetched."""
+    dest = copy_worktree(tmp_path_factory.mktemp("own") / "repo")
+    cfg = dest / "conf/config.yaml"
+    cfg.write_text(cfg.read_text().replace("- data: pubmedqa", "- data: beir"))
+    set_yaml_keys(dest / "conf/model/minilm.yaml", max_seq_length=64)
+    set_yaml_keys(dest / "conf/mining/default.yaml", range_max=5)
+    set_yaml_keys(dest / "conf/train/default.yaml", epochs=1, batch_size=4, matryoshka_weights="null")
+    write_beir(dest / "data/raw/beir", beir_qrels(), n_passages=30, n_queries=16)
+    rows = [{**row, "negative": GIVEN.get((row["claim"], row["passage"]))} for row in many_to_many_rows()]
+    pd.DataFrame(rows).to_json(dest / "data/raw/pairs.jsonl", orient="records", lines=True)
+    run(["python", "-m", "commands.compose_params"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "own data"], dest)
+    return dest
+
+
+def test_repro_on_a_beir_folder_needs_no_pubmedqa(own_repo):
+    result = run(["dvc", "repro"], own_repo)
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in result.stdout
+    assert not (own_repo / "data/raw/pubmedqa").exists()
+    assert "1 test passage(s) are also train/dev positives: allowed over a shared corpus" in result.stdout
+    data = json.loads((own_repo / "metrics/data.json").read_text())
+    assert data["split"]["test"] == "official" and data["split"]["shared_test_passages"] == 1
+    assert data["rows"]["corpus_passages"] == 30 and data["rows"]["test_docs"] == 4
+    test = json.loads((own_repo / "data/prepared/test.json").read_text())
+    assert len(test["corpus"]) == 30 and test["relevant"]["q12"] == ["p1", "p14"]  # the whole corpus searched
+    result = json.loads((own_repo / "metrics/eval.json").read_text())
+    assert list(result["finetuned"]) == ["dim_384", "dim_256", "dim_128", "dim_64", "dim_32"]
+    assert 0 <= result["finetuned"]["dim_32"]["cosine_ndcg@10"] <= 1
+    assert "Running stage" not in run(["dvc", "repro"], own_repo).stdout  # and nothing reruns
+
+
+def test_exp_run_on_many_to_many_pairs_with_given_negatives(own_repo):
+    overrides = ["data=pairs", "data.columns.anchor=claim", "data.columns.positive=passage"]
+    overrides.append("data.columns.negative=negative")
+    result = run(["dvc", "exp", "run", *(f"-S{o}" for o in overrides)], own_repo)
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in result.stdout
+    assert "split: test component, dev component (10 components" in result.stdout
+    data = json.loads((own_repo / "metrics/data.json").read_text())
+    assert data["source"] == {"rows_read": 51, "rows_collapsed": 1}
+    assert data["rows"]["corpus_passages"] == 30 and data["split"]["shared_test_passages"] == 0
+    assert data["negatives"]["given"] > 0 and data["negatives"]["false_negatives_dropped"] == 0
+    mining = json.loads((own_repo / "metrics/mining.json").read_text())
+    assert mining["given_negatives_used"] > 0 and mining["mined_negatives"] > 0
+    pairs = pd.read_parquet(own_repo / "data/pairs/train.parquet")
+    assert list(pairs.columns) == ["anchor", "positive", "negative_1"]
+    expected = [GIVEN.get((a, p)) for a, p in zip(pairs["anchor"], pairs["positive"], strict=True)]
+    assert any(expected) and not all(expected)
+    for negative, given in zip(pairs["negative_1"], expected, strict=True):
+        assert negative == given or given is None  # the given negative where there is one, else a mined one

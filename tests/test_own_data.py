@@ -45,6 +45,8 @@ def test_a_passage_is_one_corpus_entry_and_a_query_holds_every_passage_linked_to
     source, records, split, leaks, _ = prepare(data_config(many_to_many_file))
     assert source.notes == {"rows_read": 51, "rows_collapsed": 1}
     assert records["doc_id"].nunique() == 30 and records["passage_id"].nunique() == 30
+    assert claim(0).upper() not in set(records["anchor"])  # one spelling a query (the first), so the batch
+    assert (records.groupby("doc_id")["anchor"].nunique() == 1).all()  # sampler sees it as the same text
     test = retrieval_set(records, "test", ("train", "dev", "test"))
     assert len(test["corpus"]) == 30  # every passage once, however many claims cite it
     ids = dict(zip(records["positive"].map(normalise), records["passage_id"], strict=True))

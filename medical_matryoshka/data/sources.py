@@ -90,7 +90,7 @@ def _negatives_of(frame: pd.DataFrame, columns: list[str], origin: str) -> list[
     """Each row's given negatives: cells that are a text, a list of texts, or empty (no negative)."""
 
     def texts(value, row: int, column: str) -> list[str]:
-        if value is None or (isinstance(value, float) and pd.isna(value)):
+        if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
             return []
         values = [value] if isinstance(value, str) else list(value) if hasattr(value, "__iter__") else [value]
         for v in values:
@@ -139,6 +139,8 @@ def pairs_to_records(frame: pd.DataFrame, cfg: DataConfig, origin: str) -> Sourc
     pairs["negatives"] = _negatives_of(frame, cfg.negative_columns, origin)
     pairs["doc_id"] = [_text_id(a) for a in pairs["anchor"]]
     pairs["passage_id"] = [_text_id(p) for p in pairs["positive"]]
+    for column, key in (("anchor", "doc_id"), ("positive", "passage_id")):  # one spelling a text: the first
+        pairs[column] = pairs.groupby(key, sort=False)[column].transform("first")
     pairs["split"] = None
     pairs["score"] = 1
     records = (

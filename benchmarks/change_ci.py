@@ -7,7 +7,7 @@ own InformationRetrievalEvaluator values (to 1e-6) before anything is printed.
 
     python -m benchmarks.change_ci                       # after `dvc repro`
     python -m benchmarks.change_ci --model other/model --resamples 20000
-    python -m benchmarks.change_ci --model a/ --model b/ # several models against one base encoding
+    python -m benchmarks.change_ci --model a/ --model b/ # each against the base, then b against a
 """
 
 from __future__ import annotations
@@ -45,6 +45,16 @@ def ndcg_per_query(model, evaluator, dims, eval_cfg) -> dict[int, np.ndarray]:
     return out
 
 
+def interval_table(name: str, reference: dict, scores: dict, dims, samples: np.ndarray) -> None:
+    """The change from `reference` to `scores` at every dim, with its paired-bootstrap 95% interval."""
+    print(f"{'dim':>5} {'ref':>7} {name:>7} {'change':>8}  95% interval")
+    for dim in dims:
+        diff = scores[dim] - reference[dim]
+        low, high = np.percentile(diff[samples].mean(axis=1), [2.5, 97.5])
+        means = f"{reference[dim].mean():7.4f} {scores[dim].mean():7.4f} {diff.mean():+8.4f}"
+        print(f"{dim:>5} {means}  [{low:+.4f}, {high:+.4f}]")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", help="fine-tuned model folder (default: paths.model); repeatable")
@@ -53,19 +63,19 @@ def main() -> None:
     banner()
     model_cfg, eval_cfg, paths, rs = eval_setup()
     evaluator = make_evaluator(rs, eval_cfg)
-    base = ndcg_per_query(load_model(model_cfg), evaluator, model_cfg.dims, eval_cfg)
-    rng = np.random.default_rng(0)
+    folders = args.model or [paths.model]
+    scores = {"base": ndcg_per_query(load_model(model_cfg), evaluator, model_cfg.dims, eval_cfg)}
+    for folder in folders:
+        scores[folder] = ndcg_per_query(load_model(model_cfg.at(folder)), evaluator, model_cfg.dims, eval_cfg)
     n = len(evaluator.queries_ids)
-    samples = rng.integers(0, n, size=(args.resamples, n))
-    for finetuned_dir in args.model or [paths.model]:
-        tuned = ndcg_per_query(load_model(model_cfg.at(finetuned_dir)), evaluator, model_cfg.dims, eval_cfg)
-        print(f"{n} test queries, {args.resamples} paired resamples; fine-tuned: {finetuned_dir}")
-        print(f"{'dim':>5} {'base':>7} {'tuned':>7} {'change':>8}  95% interval")
-        for dim in model_cfg.dims:
-            diff = tuned[dim] - base[dim]
-            low, high = np.percentile(diff[samples].mean(axis=1), [2.5, 97.5])
-            means = f"{base[dim].mean():7.4f} {tuned[dim].mean():7.4f} {diff.mean():+8.4f}"
-            print(f"{dim:>5} {means}  [{low:+.4f}, {high:+.4f}]")
+    samples = np.random.default_rng(0).integers(0, n, size=(args.resamples, n))
+    print(f"{n} test queries, {args.resamples} paired resamples; ref = the base model")
+    for folder in folders:
+        print(f"fine-tuned: {folder}")
+        interval_table("tuned", scores["base"], scores[folder], model_cfg.dims, samples)
+    for folder in folders[1:]:  # several models: each against the first, on the same resamples
+        print(f"{folder} against ref = {folders[0]}")
+        interval_table("tuned", scores[folders[0]], scores[folder], model_cfg.dims, samples)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ def _grouping(records: pd.DataFrame, split_by: str, keep_share: float, boilerpla
     report = component_report(records, components)
     hub = report["largest_queries"] > keep_share * len(components)
     if split_by == "query" or (split_by == "auto" and hub):
-        how = "query" if split_by == "query" else "query (auto: one component is too large to split by)"
+        largest = f"one component holds {report['largest_queries']} of {len(components)} queries"
+        how = "query" if split_by == "query" else f"query (auto: {largest}, too many to split by component)"
         return pd.Series(components.index, index=components.index), how, report
     return components, "component", report
 

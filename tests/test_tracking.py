@@ -85,6 +85,24 @@ def test_a_parent_is_named_after_what_distinguishes_it(tracking_store, in_repo, 
     assert parents["civil-razz lr=3e-05"].data.tags["overrides"] == "lr=3e-05"
 
 
+def test_another_data_set_is_named_by_its_folder_not_every_key_of_its_profile():
+    changed = {
+        "model.max_seq_length": "256",
+        "data.source": "beir",
+        "data.path": "data/raw/scifact",
+        "data.watch": "data/raw/scifact",
+        "data.files.corpus.jsonl.sha256": "fdb9153e",
+        "data.leaked_queries": "drop",
+    }
+    params = {"data": {"path": "data/raw/scifact"}}
+    assert tracking.short_overrides(changed, params) == {
+        "model.max_seq_length": "256",
+        "data.leaked_queries": "drop",
+        "data": "scifact",
+    }
+    assert tracking.short_overrides({"lr": "3e-05"}, params) == {"lr": "3e-05"}
+
+
 def test_each_dvc_experiment_gets_its_own_parent(tracking_store, in_repo, monkeypatch):
     for name in ("exp-a", "exp-b"):
         monkeypatch.setenv("DVC_EXP_NAME", name)

@@ -107,6 +107,19 @@ def param_overrides(params: Mapping[str, Any], committed: Mapping[str, Any] | No
     return {k: _show_value(v) for k, v in now.items() if k not in before or before[k] != v}
 
 
+# Keys a data profile sets together: one changed names the data set in the run name (data=scifact) instead
+DATA_IDENTITY = ("data.source", "data.path", "data.watch")
+
+
+def short_overrides(changed: Mapping[str, str], params: Mapping[str, Any]) -> dict[str, str]:
+    """The run name's view of `changed`: another data set is `data=<its folder or file name>`, not every key
+    its profile brings (source, path, watch, published files); the other changed keys stay as they are."""
+    if not any(k in changed for k in DATA_IDENTITY):
+        return dict(changed)
+    short = {k: v for k, v in changed.items() if k not in DATA_IDENTITY and not k.startswith("data.files.")}
+    return {**short, "data": Path(str(params["data"]["path"])).name}
+
+
 def _committed_params(rev: str, params_file: str | Path) -> dict[str, Any] | None:
     import yaml
 
@@ -138,12 +151,14 @@ def pipeline_identity(params_file: str | Path = "params.yaml") -> tuple[str, str
         key, label, what = f"repro:{rev}:{digest}", f"repro {at}", f"`dvc repro` {at}"
         tags = {"git_commit": rev}
     committed = _committed_params(rev, params_file)
-    changed = param_overrides(yaml.safe_load(text) or {}, committed)
+    params = yaml.safe_load(text) or {}
+    changed = param_overrides(params, committed)
     knobs = " ".join(f"{k}={v}" for k, v in changed.items())
     if committed is None:  # no commit to compare with
         name, note = label, f"{what}: params.yaml not in a commit"
     elif changed:
-        name, note = f"{label} {knobs}", f"{what}: the commit's params.yaml with {knobs}"
+        short = " ".join(f"{k}={v}" for k, v in short_overrides(changed, params).items())
+        name, note = f"{label} {short}", f"{what}: the commit's params.yaml with {knobs}"
     else:
         name, note = f"{label} (committed params)", f"{what}: the commit's params.yaml as is"
     return key, name[:240], {**tags, "mlflow.note.content": note, "overrides": knobs or "none"}

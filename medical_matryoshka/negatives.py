@@ -156,7 +156,7 @@ def mine_hard_negatives(model, pairs: pd.DataFrame, cfg: MiningConfig, seed: int
     statistics; n = max(num_negatives, the most negatives given to one row), given ones first."""
     corpus = _Corpus.of(pairs)
     given = given_negatives(pairs)
-    width = max(cfg.num_negatives, max(map(len, given)))
+    width = max([cfg.num_negatives, *map(len, given)])
     if len(corpus.texts) <= cfg.num_negatives:
         raise PipelineError(
             f"only {len(corpus.texts)} training passages: too few to mine {cfg.num_negatives} negatives"

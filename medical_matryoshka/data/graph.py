@@ -12,9 +12,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-
-def is_boilerplate(text: str, max_words: int) -> bool:
-    return len(str(text).split()) <= max_words
+from medical_matryoshka.data.leakage import is_boilerplate
 
 
 def query_components(records: pd.DataFrame, boilerplate_max_words: int) -> pd.Series:

@@ -14,6 +14,17 @@ def normalise(text: str) -> str:
     return " ".join(str(text).lower().split())
 
 
+def is_boilerplate(text: str, max_words: int) -> bool:
+    """At most `max_words` words ("None.", "Case series."): no information, so no leak and no link."""
+    return len(str(text).split()) <= max_words
+
+
+def _test_texts(records: pd.DataFrame) -> tuple[set[str], set[str]]:
+    """The test split's queries and passages, normalised."""
+    test = records[records["split"] == "test"]
+    return set(test["anchor"].map(normalise)), set(test["positive"].map(normalise))
+
+
 @dataclasses.dataclass(frozen=True)
 class LeakReport:
     exclude: set[str]  # boilerplate texts (normalised) in test and train/dev: the train pairs holding one go
@@ -41,14 +52,12 @@ def check_leakage(
     "Case series.") are not information leaks: they are returned (normalised) so the training pairs holding
     one can be dropped.
     """
-    test = records["split"] == "test"
-    test_queries = set(records.loc[test, "anchor"].map(normalise))
-    test_passages = set(records.loc[test, "positive"].map(normalise))
+    test_queries, test_passages = _test_texts(records)
 
     def real(text: str) -> bool:
-        return len(text.split()) > boilerplate_max_words
+        return not is_boilerplate(text, boilerplate_max_words)
 
-    rest = records[~test]
+    rest = records[records["split"] != "test"]
     repeats = rest["anchor"].map(lambda a: real(a) and normalise(a) in test_queries)
     dropped = set(rest.loc[repeats, "doc_id"]) if leaked_queries == "drop" else set()
     rest = rest[~rest["doc_id"].isin(dropped)]
@@ -86,8 +95,7 @@ def clean_negatives(records: pd.DataFrame, keep_test_passages: bool) -> tuple[pd
     """Given negatives of the train/dev rows without false negatives (a positive of the same query, or the
     query itself) and, unless `keep_test_passages`, without test passages; a test query as a negative stops."""
     test = records["split"] == "test"
-    test_queries = set(records.loc[test, "anchor"].map(normalise))
-    test_passages = set(records.loc[test, "positive"].map(normalise))
+    test_queries, test_passages = _test_texts(records)
     own = records.groupby("doc_id")["positive"].agg(lambda ps: {normalise(p) for p in ps}).to_dict()
     counts = {"given": 0, "false_negatives_dropped": 0, "test_passages_dropped": 0, "test_passages_kept": 0}
     cleaned = []

@@ -9,6 +9,7 @@ variant runs with `pca_rotation` and `passage_pairs` off, like the plain script:
 
     python -m benchmarks.train_speed --epochs 1                       # all variants, ~20 min on 2 cores
     python -m benchmarks.train_speed --epochs 1 --only stage,plain    # the stage's overhead alone
+    python -m benchmarks.train_speed --epochs 1 --only plain,plain-bf16,stage-bf16,stage-bf16-grouped
 
 Needs `dvc repro mine` (prepared data and mined pairs) first.
 """
@@ -37,6 +38,7 @@ TRAIN_INPUTS = {"prepared", "pairs"}  # read from this checkout; the model, metr
 VARIANTS = {
     "stage": ("stage", {"precision": "fp32", "length_grouped_chunks": False}, []),  # the plain script's chunks
     "plain": ("plain", {}, ["--precision", "fp32"]),
+    "plain-bf16": ("plain", {}, ["--precision", "bf16"]),  # the stage's precision: like against like
     "stage-bf16": ("stage", {"precision": "bf16", "length_grouped_chunks": False}, []),
     "stage-bf16-grouped": ("stage", {"precision": "bf16", "length_grouped_chunks": True}, []),  # the default
     "stage-fp32-grouped": ("stage", {"precision": "fp32", "length_grouped_chunks": True}, []),
@@ -170,6 +172,14 @@ def main() -> None:
             if r is not plain:
                 print(
                     f"{r['variant']} vs plain script: {r['pairs_per_second'] / plain['pairs_per_second']:.2f}x pairs/s"
+                )
+    plain_bf16 = next((r for r in rows if r["variant"] == "plain-bf16"), None)
+    if plain_bf16:  # like against like: the stage's bf16 variants against the plain script in bf16
+        for r in rows:
+            if r["variant"].startswith("stage-bf16"):
+                print(
+                    f"{r['variant']} vs plain script in bf16: "
+                    f"{r['pairs_per_second'] / plain_bf16['pairs_per_second']:.2f}x pairs/s"
                 )
 
 

@@ -30,7 +30,7 @@ def die_with_parent() -> None:
     if os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGTERM)
         return
-    _watch(_launching_ancestors(parent))
+    _watch(launching_ancestors(parent))
 
 
 def parent_death_signal() -> None:
@@ -39,7 +39,7 @@ def parent_death_signal() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _launching_ancestors(pid: int) -> list[int]:
+def launching_ancestors(pid: int) -> list[int]:
     """`pid`, and its ancestors up to and including the first one that is not a shell."""
     chain = [pid]
     while pid > 1:
@@ -75,3 +75,36 @@ def _watch(pids: list[int]) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=wait, name="die-with-launcher", daemon=True).start()
+
+
+class ActiveClock:
+    """Seconds since start that this process was running: a stop (SIGSTOP, Ctrl-Z) is left out, so a run held
+    for an hour does not report an hour of training. A daemon thread ticks every `tick` seconds; a tick that
+    comes more than `gap` seconds late was a stop (threads do not run while the process is stopped)."""
+
+    def __init__(self, tick: float = 0.25, gap: float = 2.0) -> None:
+        import time
+
+        self._now = time.monotonic
+        self.tick, self.gap = tick, gap
+        self.start = self._now()
+        self.paused = 0.0
+        self._stop = threading.Event()
+        threading.Thread(target=self._ticks, name="active-clock", daemon=True).start()
+
+    def _ticks(self) -> None:
+        before = self._now()
+        while not self._stop.wait(self.tick):
+            now = self._now()
+            late = now - before - self.tick
+            if late > self.gap:
+                self.paused += late
+            before = now
+
+    def seconds(self) -> float:
+        """Running seconds so far (stops shorter than `gap` are counted as running)."""
+        return self._now() - self.start - self.paused
+
+    def stop(self) -> float:
+        self._stop.set()
+        return self.seconds()

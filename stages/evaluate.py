@@ -39,7 +39,7 @@ def main() -> None:
     card = json.loads(Path(paths.card).read_text(encoding="utf-8"))
     require_input(paths.model, "train", what="fine-tuned model ")
     model = load_model(model_cfg.at(paths.model))
-    stale = discard_finished(Path(paths.checkpoints), Path(paths.train_metrics), Path(paths.model))
+    stale = discard_finished(Path(paths.checkpoints), Path(paths.model))
     if stale:
         print(f"removed {stale}: checkpoints of an interrupted run whose model DVC has since put in place")
 
@@ -69,6 +69,7 @@ def main() -> None:
         print(frontier_table(tuned_frontier, eval_cfg.primary_measure, "fine-tuned"))
         if link := run.parent_link():
             print(f"MLflow run: {link}")
+            print(f"MLflow runs table (model training, summary columns): {run.runs_table_link()}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def runs(uri: str):
 
 def test_stages_of_one_execution_nest_under_one_parent(tracking_store, in_repo):
     all_params = {"lr": 2e-5, "model": {"dims": [384, 32]}}
-    with tracking.stage_run("prepare", {"seed": 42}, "test-exp", all_params) as run:
+    with tracking.stage_run("prepare", {"seed": 42}, "test-exp", all_params, final=False) as run:
         run.log_metrics({"rows": {"train_pairs": 10}})
     with tracking.stage_run("baseline", {"model": {"dims": [384, 32]}}, "test-exp", all_params) as run:
         run.log_metrics({"base": {"dim_384": {"cosine_ndcg@10": 0.88}}})
@@ -270,3 +270,126 @@ def test_default_store_is_at_the_dvc_root(monkeypatch, tmp_path):
     assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking.tracking_uri() == "http://127.0.0.1:5000"
+
+
+def test_a_finished_parent_is_never_reopened_a_rerun_gets_its_own(tracking_store, in_repo):
+    with tracking.stage_run("evaluate", {}, "test-exp", {"lr": 1}, final=True):
+        pass
+    with tracking.stage_run("evaluate", {}, "test-exp", {"lr": 1}, final=True):  # `dvc repro -f evaluate`
+        pass
+    parents = sorted(
+        (r for r in runs(tracking_store).values() if "mlflow.parentRunId" not in r.data.tags),
+        key=lambda r: r.info.start_time,
+    )
+    assert [r.info.status for r in parents] == ["FINISHED", "FINISHED"]
+    assert parents[1].info.run_name == f"{parents[0].info.run_name} (run 2)"
+
+
+def test_an_unfinished_parent_goes_on(tracking_store, in_repo):
+    with pytest.raises(RuntimeError), tracking.stage_run("train", {}, "test-exp", {}, final=False):
+        raise RuntimeError("boom\nmore")
+    assert statuses(tracking_store) == {"train": "FAILED", "parent": "FAILED"}
+    failed = next(r for r in runs(tracking_store).values() if r.data.tags.get("stage") == "train")
+    assert failed.data.tags["error"] == "boom"  # the line the terminal showed, on the run
+    with tracking.stage_run("evaluate", {}, "test-exp", {}, final=True):  # the rerun completes the same execution
+        pass
+    parents = [r for r in runs(tracking_store).values() if "mlflow.parentRunId" not in r.data.tags]
+    assert [r.info.status for r in parents] == ["FINISHED"]
+
+
+def start_server(port: int, db: Path) -> subprocess.Popen:
+    import time
+    import urllib.request
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return server
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    raise AssertionError("mlflow server did not start")
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_a_server_restart_as_a_stage_ends_leaves_it_finished(tmp_path, in_repo, monkeypatch):
+    import threading
+
+    port, db = free_port(), tmp_path / "server.db"
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    server = start_server(port, db)
+    restarted = []
+    try:
+        with tracking.stage_run("train", {}, "test-exp", {}, final=False) as run:
+            stop(server)  # restarted while the stage ends: the end is retried until it is taken
+            threading.Timer(2.0, lambda: restarted.append(start_server(port, db))).start()
+            run.log_metrics({"loss": 1.0})  # lost (one warning), the work goes on
+        assert statuses(uri) == {"train": "FINISHED", "parent": "SCHEDULED"}
+
+        # down for longer than the retries: the state is kept and written by the next stage to start
+        monkeypatch.setattr(tracking, "END_RETRY_SECONDS", 1.0)
+        with tracking.stage_run("evaluate", {}, "test-exp", {}, final=True):
+            stop(restarted.pop())
+        pending = list((in_repo / ".cache/tracking").glob("*.json"))
+        assert len(pending) == 1
+        restarted.append(start_server(port, db))
+        assert statuses(uri)["evaluate"] == "RUNNING"
+        monkeypatch.setenv("DVC_EXP_NAME", "next-experiment")
+        with tracking.stage_run("prepare", {}, "test-exp", {}, final=False):
+            pass
+        evaluate = next(r for r in runs(uri).values() if r.data.tags.get("stage") == "evaluate")
+        assert evaluate.info.status == "FINISHED"  # not KILLED by the sweep
+        assert runs(uri)[evaluate.data.tags["mlflow.parentRunId"]].info.status == "FINISHED"
+        assert not list((in_repo / ".cache/tracking").glob("*.json"))
+    finally:
+        for server in restarted:
+            stop(server)
+
+
+def test_a_parent_whose_dvc_is_gone_is_swept(tracking_store, in_repo):
+    from mlflow.tracking import MlflowClient
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with tracking.stage_run("prepare", {}, "test-exp", {}, final=False) as run:
+        parent_id = run.parent_id
+    client = MlflowClient(tracking_uri=tracking_store)
+    client.update_run(parent_id, status="RUNNING")  # its stage died between reopening it and its own run
+    client.set_tag(parent_id, tracking.LAUNCHER_TAG, str(dead.pid))
+    (in_repo / "params.yaml").write_text("lr: 1.0e-05\n")  # another execution starts
+    with tracking.stage_run("prepare", {}, "test-exp", {}, final=False):
+        pass
+    assert client.get_run(parent_id).info.status == "KILLED"
+
+
+def test_the_runs_table_opens_in_model_training_mode_with_the_summary_as_columns(tracking_store, in_repo):
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    with tracking.stage_run("evaluate", {}, "test-exp", {"model": {"dims": [384, 32]}}) as run:
+        link = run.runs_table_link()
+    assert link.endswith(
+        f"#/experiments/{run.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=training"
+    )
+    experiment = MlflowClient(tracking_uri=tracking_store).get_experiment_by_name("test-exp")
+    view = json.loads(experiment.tags["mlflow.sharedViewState.training"])  # what viewStateShareKey loads
+    assert view["selectedColumns"][:3] == ["metrics.`d0384.ndcg10`", "metrics.`d0032.ndcg10`", "metrics.`d0384.gain`"]
+    assert "params.`lr`" in view["selectedColumns"]
+    with tracking.stage_run("evaluate", {}, "test-exp", {"model": {"dims": [768, 64]}}):  # another model: added
+        pass
+    experiment = MlflowClient(tracking_uri=tracking_store).get_experiment_by_name("test-exp")
+    columns = json.loads(experiment.tags["mlflow.sharedViewState.training"])["selectedColumns"]
+    assert "metrics.`d0384.ndcg10`" in columns and "metrics.`d0768.ndcg10`" in columns

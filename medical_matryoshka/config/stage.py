@@ -22,7 +22,7 @@ from medical_matryoshka.config.sections import (
     check_params,
     train_config,
 )
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.errors import PipelineError, on_failure
 
 PIPELINE_FILE = "dvc.yaml"
 
@@ -89,15 +89,31 @@ class StageConfig:
     tracking: TrackingConfig
     final: bool  # the pipeline's last stage: its parent MLflow run is FINISHED when this one is
     tracked: bool  # False when the remote tracking server is down and tracking.unreachable is skip
+    params_file: str | Path = PARAMS_FILE
+    pipeline_file: str | Path = PIPELINE_FILE
+    _run: list = dataclasses.field(default_factory=list)  # the stage's MLflow run, once opened (begin)
 
     @classmethod
-    def load(cls, stage: str, params_file: str | Path = PARAMS_FILE, pipeline_file: str | Path = PIPELINE_FILE):
-        """The stage's view of params.yaml; a remote tracking store is checked now, before any work."""
+    def load(
+        cls,
+        stage: str,
+        params_file: str | Path = PARAMS_FILE,
+        pipeline_file: str | Path = PIPELINE_FILE,
+        begin: bool = True,
+    ):
+        """The stage's view of params.yaml; a remote tracking store is checked now, before any work, and the
+        stage's MLflow run opened (`begin`; a stage that may hand its work to other processes opens it later).
+        Wherever the stage then stops, its run ends FAILED or KILLED with the error line (errors.run_main)."""
         from medical_matryoshka.tracking.runs import check_tracking
 
-        params = load_params(params_file)
-        sections = check_params(params)
-        return cls(
+        try:
+            params = load_params(params_file)
+            sections = check_params(params)
+        except PipelineError as err:
+            raise PipelineError(
+                f"{err} (`dvc checkout` restores outputs DVC removed before running the stage)"
+            ) from None
+        config = cls(
             stage,
             select(params, declared_params(stage, pipeline_file)),
             params,
@@ -105,6 +121,46 @@ class StageConfig:
             sections["tracking"],
             stage in final_stages(pipeline_file),
             check_tracking(sections["tracking"].unreachable),
+            params_file,
+            pipeline_file,
+        )
+        if begin:
+            config.begin()
+        return config
+
+    def begin(self):
+        """Open this stage's MLflow run now (once); it ends with the stage, however the stage ends."""
+        from medical_matryoshka.tracking.runs import open_stage_run
+
+        if not self._run:
+            run = open_stage_run(self.stage, self.params, self.tracking.experiment, self.all_params, self.tracked)
+            self._run.append(run)
+            on_failure(lambda status, line: run.end(status, status, error=line))
+        return self._run[0]
+
+    def verify_params(self) -> None:
+        """Stop if params.yaml no longer holds what this stage read at its start (another `dvc exp run -S ...`
+        rewrote it meanwhile): DVC would record the new values beside outputs made with the old ones."""
+        try:
+            now = select(load_params(self.params_file), declared_params(self.stage, self.pipeline_file))
+        except PipelineError as err:
+            now, problem = None, str(err)
+        if now == self.params:
+            return
+        if now is None:
+            changed = problem
+        else:
+            from medical_matryoshka.tracking.runs import flatten
+
+            before, after = flatten(self.params), flatten(now)
+            diffs = [f"{k} {before.get(k, '(none)')} -> {after.get(k, '(none)')}" for k in {**before, **after}
+                     if before.get(k) != after.get(k)]  # fmt: skip
+            changed = ", ".join(diffs[:3]) + (f" and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+        raise PipelineError(
+            f"{self.params_file} changed while stage '{self.stage}' ran ({changed}; another `dvc exp run -S ...` "
+            "or an edit), so DVC would record params these outputs were not made with; nothing is recorded: "
+            f"rerun `dvc repro` (it runs with what {self.params_file} holds now), or restore it first "
+            f"(`git checkout {self.params_file}`) for the run you started"
         )
 
     def _declared(self, key: str) -> Any:
@@ -129,9 +185,16 @@ class StageConfig:
         return train_config(self.params)
 
     def track(self) -> AbstractContextManager:
-        """This stage's MLflow run (logging its declared params), nested under the pipeline's parent run."""
+        """This stage's MLflow run (logging its declared params), nested under the pipeline's parent run: it
+        ends FINISHED when the block does, after checking that params.yaml still holds what the stage read."""
         from medical_matryoshka.tracking.runs import stage_run
 
         return stage_run(
-            self.stage, self.params, self.tracking.experiment, self.all_params, final=self.final, enabled=self.tracked
+            self.stage,
+            self.params,
+            self.tracking.experiment,
+            self.all_params,
+            final=self.final,
+            run=self.begin(),
+            verify=self.verify_params,
         )

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from medical_matryoshka.errors import disk_full
+
 
 def write_json(path: str | Path, data: Any) -> None:
     """Write JSON to a temp file beside `path`, then rename it into place."""
@@ -23,14 +25,18 @@ def write_json(path: str | Path, data: Any) -> None:
             json.dump(data, f, indent=2, ensure_ascii=False)
             f.write("\n")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        full = disk_full(err, path.parent)
+        if full is not None:
+            raise full from err
         raise
 
 
 @contextmanager
 def output_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temp directory; on success it replaces `path`, on error it is removed."""
+    """Yield a temp directory; on success it replaces `path`, on error it is removed (a full disk: one line
+    naming the folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
@@ -40,6 +46,11 @@ def output_dir(path: str | Path) -> Iterator[Path]:
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
+    except Exception as err:
+        full = disk_full(err, path.parent)
+        if full is not None:
+            raise full from err
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from collections.abc import Callable
@@ -18,6 +19,37 @@ class Interrupted(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+def quiet_progress_bars() -> None:
+    """No redrawn progress bars when stderr is not a terminal (a log file, CI, `dvc queue` logs): each redraw
+    would land in the log glued to the next line. Lines the stages print are unaffected; TQDM_DISABLE=0 keeps
+    the bars."""
+    import os
+
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' bars (loading weights) too
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+
+def _stopped_while_starting(signum: int, _frame) -> None:
+    import os
+
+    print(f"error: stopped by {signal.Signals(signum).name} while starting, before any work; rerun `dvc repro`",
+          file=sys.stderr)  # fmt: skip
+    os._exit(128 + signum)
+
+
+# A stage (`python -m stages.<name>`) spends its first seconds importing torch and the rest, before run_main
+# installs its handlers; a Ctrl-C then (`dvc queue kill` of a task that has just started) would end in a
+# KeyboardInterrupt traceback. Every stage imports this module before those libraries, so from here on it is
+# one line: nothing is written or tracked yet, so there is nothing to clean up.
+# The progress-bar switches are read when the libraries are imported, so they are set here too.
+if sys.orig_argv[1:2] == ["-m"] and sys.orig_argv[2:3] and sys.orig_argv[2].startswith("stages."):
+    signal.signal(signal.SIGINT, _stopped_while_starting)
+    signal.signal(signal.SIGTERM, _stopped_while_starting)
+    quiet_progress_bars()
 
 
 def _interrupt(signum: int, _frame) -> None:
@@ -42,17 +74,77 @@ def require_input(path: str | Path, stage: str, what: str = "") -> Path:
     return path
 
 
+_ON_FAILURE: list[Callable[[str, str], None]] = []
+
+
+def on_failure(hook: Callable[[str, str], None]) -> None:
+    """Call hook(status, error line) when main() stops with an error or a signal (a stage's MLflow run that
+    was opened at its start ends FAILED or KILLED with the line, wherever the stage stopped)."""
+    _ON_FAILURE.append(hook)
+
+
+def _failed(status: str, line: str) -> None:
+    for hook in _ON_FAILURE:
+        with contextlib.suppress(Exception):  # recording a failure must not hide it
+            hook(status, line)
+
+
 def run_main(main: Callable[[], None]) -> None:
     """Run a stage's or command's main(): a PipelineError becomes one line on stderr and exit code 2;
-    SIGTERM and SIGINT unwind the stack (runs marked KILLED, partial outputs removed), exit 128 + signal."""
+    SIGTERM and SIGINT unwind the stack (runs marked KILLED, partial outputs removed), exit 128 + signal;
+    a full disk is a PipelineError too (see disk_full)."""
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
+    quiet_progress_bars()
     try:
-        main()
+        try:
+            main()
+        except PipelineError:
+            raise
+        except Exception as err:
+            full = disk_full(err)
+            if full is None:
+                raise
+            raise full from err
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
+        _failed("FAILED", str(err))
         sys.exit(2)
     except Interrupted as err:
         hint = "rerun `dvc repro` to continue (training resumes from its last checkpoint)"
         print(f"error: stopped by {err}; {hint}", file=sys.stderr)
+        _failed("KILLED", f"stopped by {err}")
         sys.exit(128 + err.signum)
+    except Exception as err:
+        _failed("FAILED", first_line(err))
+        raise
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """ENOSPC, or a library's error that wraps it in its message (safetensors' SafetensorError)."""
+    import errno
+
+    return getattr(err, "errno", None) == errno.ENOSPC or "No space left on device" in str(err)
+
+
+def disk_full(err: BaseException, folder: str | Path | None = None, need: int | None = None) -> PipelineError | None:
+    """The one-line error for a write that ran out of space (None if `err` is something else): the folder,
+    its free space and, where known, what the write needs."""
+    import shutil
+
+    if not is_disk_full(err):
+        return None
+    where = Path(folder or getattr(err, "filename", None) or ".")
+    probe = where
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    needs = f"; it needs about {_mib(need)} there" if need else ""
+    return PipelineError(
+        f"no space left on the device holding {where} ({_mib(free)} free{needs}); free some space (or point "
+        "paths.* of conf/config.yaml at a larger disk) and rerun: nothing half-written was kept"
+    )
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.0f} MiB"

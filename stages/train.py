@@ -8,6 +8,7 @@ An interrupted run resumes from its last checkpoint when rerun with the same par
 from __future__ import annotations
 
 import contextlib
+import errno
 import shutil
 import sys
 from pathlib import Path
@@ -15,15 +16,25 @@ from pathlib import Path
 from medical_matryoshka.atomic import output_dir, write_json
 from medical_matryoshka.config.sections import EvalConfig, ModelConfig, TrainConfig
 from medical_matryoshka.config.stage import StageConfig
-from medical_matryoshka.errors import run_main
+from medical_matryoshka.errors import disk_full, run_main
 from medical_matryoshka.lifetime import die_with_parent
 from medical_matryoshka.retrieval.scoring import load_retrieval_set
 from medical_matryoshka.training.arguments import optimizer_steps
-from medical_matryoshka.training.checkpoints import checkpoint_key, discard_incomplete, exclusive, latest_checkpoint
+from medical_matryoshka.training.checkpoints import (
+    KEY_FILE,
+    checkpoint_bytes,
+    checkpoint_key,
+    discard_incomplete,
+    exclusive,
+    latest_checkpoint,
+    set_aside_damaged,
+)
 from medical_matryoshka.training.data import TrainingData, read_training_data
+from medical_matryoshka.training.loss import check_weights
 from medical_matryoshka.training.runtime import (
     is_main_process,
     launch_distributed,
+    machine_precision,
     under_torchrun,
     world_size,
 )
@@ -49,11 +60,25 @@ def announce(data: TrainingData, cfg: TrainConfig, rotation: dict, resume: str |
 
 
 def resume_point(checkpoints: Path) -> str | None:
-    """The newest complete checkpoint of an interrupted run; half-written ones are removed (main process)."""
+    """The newest sound checkpoint of an interrupted run; half-written ones are removed and damaged ones set
+    aside (main process)."""
     if is_main_process():
         for path in discard_incomplete(checkpoints):
             print(f"removed {path}: an interrupted run left it half written")
+        for path, target, why in set_aside_damaged(checkpoints):
+            print(f"set aside {path} as {target.name}: it is damaged ({why}); resuming from the one before, if any")
     return latest_checkpoint(checkpoints)
+
+
+def check_space(model, checkpoints: Path, model_dir: Path) -> None:
+    """Stop before training, not after an epoch, when the checkpoint or model folder's disk cannot take a save."""
+    need = checkpoint_bytes(model)
+    for folder, size in ((checkpoints, need), (model_dir.parent, need // 3)):
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if shutil.disk_usage(probe).free < size:
+            raise disk_full(OSError(errno.ENOSPC, "No space left on device"), folder, size)
 
 
 def train_and_save(
@@ -68,6 +93,7 @@ def train_and_save(
     paths = stage.paths
     dev = load_retrieval_set(Path(paths.prepared) / "dev.json", allow_empty=True)
     model, rotation = base_model(model_cfg, data.rotation_texts, eval_cfg.batch_size)
+    check_space(model, checkpoints, Path(paths.model))
     resume = resume_point(checkpoints)
     if is_main_process():
         announce(data, cfg, rotation, resume)
@@ -77,19 +103,25 @@ def train_and_save(
         if not is_main_process():
             return
         summary = training_summary(trainer, outcome, data, cfg.epochs, rotation, model_cfg.dims, eval_cfg)
+        model.model_card_data._training_start_time = None  # no wall time in the card: same weights, same folder
         with output_dir(paths.model) as out:
             model.save(str(out))
-        write_json(paths.train_metrics, {**summary, "checkpoint_key": checkpoints.name})
+            (out / KEY_FILE).write_text(checkpoints.name + "\n", encoding="utf-8")
+        write_json(paths.train_metrics, summary)
         run.log_metrics({k: v for k, v in summary.items() if not isinstance(v, list)})
         run.log_metrics({"train.minutes": summary["train_seconds"] / 60}, parent=True)
 
 
 def main() -> None:
     die_with_parent()  # a killed `dvc` leaves no trainer writing checkpoints
-    stage = StageConfig.load("train")
+    stage = StageConfig.load("train", begin=False)  # the run is opened by the process that trains (rank 0)
     cfg, model_cfg, eval_cfg = stage.training(), stage.section(ModelConfig, "model"), stage.section(EvalConfig, "eval")
+    machine_precision(cfg.precision)  # a recipe this machine cannot run stops now, not after the model load
+    check_weights(cfg, model_cfg.dims)
     if cfg.nproc > 1 and not under_torchrun():
         sys.exit(launch_distributed(cfg.nproc, "stages.train"))
+    if is_main_process():
+        stage.begin()
 
     data = read_training_data(stage.paths, cfg)
     checkpoints = Path(stage.paths.checkpoints) / checkpoint_key(stage.params, data.pairs_file)

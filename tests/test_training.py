@@ -373,14 +373,65 @@ def test_a_trainer_does_not_outlive_the_process_that_started_it(shell):
 def test_checkpoints_of_a_model_already_in_place_are_removed_unless_held(tmp_path):
     from medical_matryoshka.training.checkpoints import discard_finished
 
-    root, model, metrics = tmp_path / "checkpoints", tmp_path / "model", tmp_path / "train.json"
+    root, model = tmp_path / "checkpoints", tmp_path / "model"
     (root / "k1" / "checkpoint-3").mkdir(parents=True)
     (root / "k2" / "checkpoint-5").mkdir(parents=True)  # another params' interrupted run: kept for resuming
-    metrics.write_text(json.dumps({"checkpoint_key": "k1"}))
-    assert discard_finished(root, metrics, model) is None  # no model in place yet
+    assert discard_finished(root, model) is None  # no model in place yet
     model.mkdir()
+    (model / "checkpoint_key").write_text("k1\n")
     with exclusive(root / "k1"):  # a trainer holds it
-        assert discard_finished(root, metrics, model) is None
+        assert discard_finished(root, model) is None
     assert (root / "k1").is_dir()
-    assert discard_finished(root, metrics, model) == root / "k1"
+    assert discard_finished(root, model) == root / "k1"
     assert not (root / "k1").exists() and (root / "k2" / "checkpoint-5").is_dir()
+
+
+def test_a_complete_checkpoint_that_lost_a_file_is_set_aside_and_the_one_before_used(tmp_path):
+    from types import SimpleNamespace
+
+    from medical_matryoshka.training.checkpoints import MarkCompleteCheckpoints, set_aside_damaged
+
+    for step in (3, 6):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for name in ("trainer_state.json", "optimizer.pt", "scheduler.pt", "model.safetensors"):
+            (folder / name).write_text(json.dumps({"global_step": step}) if name.endswith(".json") else "w" * step)
+        args = SimpleNamespace(output_dir=str(tmp_path), should_save=True)
+        MarkCompleteCheckpoints().on_save(args, SimpleNamespace(global_step=step), None)
+    assert set_aside_damaged(tmp_path) == [] and latest_checkpoint(tmp_path) == str(tmp_path / "checkpoint-6")
+    (tmp_path / "checkpoint-6/trainer_state.json").unlink()  # the issue's case: complete, then a file lost
+    (tmp_path / "checkpoint-3/model.safetensors").write_text("w")  # and one truncated: damaged too
+    moved = set_aside_damaged(tmp_path)
+    assert [(old.name, new.name, why) for old, new, why in moved] == [
+        ("checkpoint-3", "damaged-checkpoint-3", "model.safetensors is 1 bytes, saved as 3"),
+        ("checkpoint-6", "damaged-checkpoint-6", "trainer_state.json is missing"),
+    ]
+    assert latest_checkpoint(tmp_path) is None  # neither is resumed from; both are kept for a look
+    assert (tmp_path / "damaged-checkpoint-6/optimizer.pt").is_file()
+
+
+def test_the_active_clock_leaves_out_a_stop(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import time\n"
+        "from medical_matryoshka.lifetime import ActiveClock\n"
+        "clock = ActiveClock()\n"
+        "print('started', flush=True)\n"
+        "end = time.monotonic() + 6\n"
+        "while time.monotonic() < end:\n"
+        "    sum(range(10000))\n"
+        "print(round(clock.stop(), 1), flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "started"
+    time.sleep(1)
+    proc.send_signal(signal.SIGSTOP)  # held for 4 s of the 6 s of wall time it runs
+    time.sleep(4)
+    proc.send_signal(signal.SIGCONT)
+    seconds = float(proc.stdout.readline())
+    proc.wait(timeout=30)
+    assert 1.0 <= seconds <= 3.5, seconds  # ~2 s of running (6 s of wall time, 4 s of it stopped)

@@ -56,6 +56,10 @@ class CompactProgress(ProgressCallback):
             return
         if "loss" in logs:
             self.training_bar.set_postfix(loss=f"{logs['loss']:.4g}", refresh=False)
+            if self.training_bar.disable:  # not a terminal (errors.quiet_progress_bars): a plain line instead
+                self.training_bar.write(
+                    f"step {state.global_step}/{state.max_steps}  epoch {state.epoch:.2f}  loss {logs['loss']:.4g}"
+                )
         if dev_metric(self.dims[0], self.eval_cfg) not in logs:
             return
         measure = self.eval_cfg.primary_measure

@@ -30,14 +30,64 @@ def checkpoint_key(params: dict[str, Any], data_file: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+REQUIRED = ("trainer_state.json", "optimizer.pt", "scheduler.pt")  # what resuming reads besides the model
+DAMAGED = "damaged-"  # prefix of a checkpoint set aside: not checkpoint-N, so neither we nor the trainer use it
+
+
 class MarkCompleteCheckpoints(TrainerCallback):
     """Mark checkpoint-N complete: the trainer calls on_save after it has written the whole checkpoint, so a
-    kill while a checkpoint is being written leaves one without the mark, which resuming ignores."""
+    kill while a checkpoint is being written leaves one without the mark, which resuming ignores. The mark
+    lists every file with its size, so a checkpoint that loses or truncates one later is known damaged."""
 
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if args.should_save and folder.is_dir():
-            write_json(folder / COMPLETE, {"global_step": state.global_step})  # atomic: temp file, rename
+            files = {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+            write_json(folder / COMPLETE, {"global_step": state.global_step, "files": files})  # atomic
+
+
+def damage(checkpoint: Path) -> str | None:
+    """What is wrong with a complete-marked checkpoint (None if nothing): a file it was saved with is gone or
+    has another size, or what resuming reads is missing or unreadable."""
+    try:
+        mark = json.loads((checkpoint / COMPLETE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"{COMPLETE} is unreadable"
+    for name, size in mark.get("files", {}).items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} is {path.stat().st_size} bytes, saved as {size}"
+    for name in REQUIRED:
+        if not (checkpoint / name).is_file():
+            return f"{name} is missing"
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+    except (OSError, ValueError, KeyError):
+        return "trainer_state.json is unreadable"
+    return None
+
+
+def set_aside_damaged(folder: Path) -> list[tuple[Path, Path, str]]:
+    """Rename damaged complete checkpoints to damaged-checkpoint-N (kept for a look, never resumed from);
+    returns (old, new, why) for each."""
+    moved = []
+    for path in _checkpoints(folder):
+        if not (path / COMPLETE).is_file():
+            continue
+        why = damage(path)
+        if why:
+            target = path.with_name(DAMAGED + path.name)
+            shutil.rmtree(target, ignore_errors=True)
+            path.rename(target)
+            moved.append((path, target, why))
+    return moved
+
+
+def checkpoint_bytes(model) -> int:
+    """About what one checkpoint takes on disk: the fp32 weights and AdamW's two moments per parameter."""
+    return sum(p.numel() for p in model.parameters()) * 4 * 3
 
 
 def _step(path: Path) -> int:
@@ -89,16 +139,20 @@ def exclusive(folder: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def discard_finished(root: Path, train_metrics: Path, model: Path) -> Path | None:
+KEY_FILE = "checkpoint_key"  # in the saved model's folder: which checkpoint folder trained it (not a metric)
+
+
+def discard_finished(root: Path, model: Path) -> Path | None:
     """Remove the checkpoint folder of the model now in place, if any; returns it.
 
     A successful run removes its own folder. One is left behind when a run was interrupted and DVC later
     restored the same params' model from its run cache without training. A folder a trainer holds stays.
     """
-    if not (model.is_dir() and train_metrics.is_file()):
+    key_file = model / KEY_FILE
+    if not key_file.is_file():
         return None
-    key = json.loads(train_metrics.read_text(encoding="utf-8")).get("checkpoint_key")
-    folder = root / key if isinstance(key, str) and key else None
+    key = key_file.read_text(encoding="utf-8").strip()
+    folder = root / key if key and "/" not in key else None
     if folder is None or not folder.is_dir():
         return None
     try:

@@ -68,7 +68,16 @@ def build_loss(model, cfg: TrainConfig, dims: tuple[int, ...]):
         inner = cls(model, mini_batch_size=cfg.mini_batch_size, **common)
     else:
         inner = MultipleNegativesRankingLoss(model, **common)
+    weights = check_weights(cfg, dims)
+    return MatryoshkaLoss(model, inner, matryoshka_dims=list(dims), matryoshka_weights=weights)
+
+
+def check_weights(cfg: TrainConfig, dims: tuple[int, ...]) -> list[float] | None:
+    """One Matryoshka weight per model.dims entry (None: all 1); checked before the model is loaded."""
     weights = list(cfg.matryoshka_weights) if cfg.matryoshka_weights else None
     if weights is not None and len(weights) != len(dims):
-        raise PipelineError(f"train.matryoshka_weights has {len(weights)} values for {len(dims)} dims {list(dims)}")
-    return MatryoshkaLoss(model, inner, matryoshka_dims=list(dims), matryoshka_weights=weights)
+        raise PipelineError(
+            f"train.matryoshka_weights has {len(weights)} values for {len(dims)} dims {list(dims)}; give one per "
+            "dim (-S 'train.matryoshka_weights=[...]') or null for all 1"
+        )
+    return weights

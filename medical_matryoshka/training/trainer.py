@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from medical_matryoshka.config.sections import EvalConfig, ModelConfig, TrainConfig
+from medical_matryoshka.errors import disk_full, is_disk_full
+from medical_matryoshka.lifetime import ActiveClock
 from medical_matryoshka.models import load_model
 from medical_matryoshka.retrieval.dev_evaluator import MatryoshkaRetrievalEvaluator, dev_history
 from medical_matryoshka.retrieval.scoring import RetrievalSet
 from medical_matryoshka.tracking.runs import StageRun
 from medical_matryoshka.training.arguments import training_args
 from medical_matryoshka.training.callbacks import CompactProgress, MlflowLogCallback
-from medical_matryoshka.training.checkpoints import MarkCompleteCheckpoints
+from medical_matryoshka.training.checkpoints import MarkCompleteCheckpoints, checkpoint_bytes
 from medical_matryoshka.training.data import TrainingData
 from medical_matryoshka.training.loss import build_loss
 from medical_matryoshka.training.rotation import add_pca_rotation
@@ -63,7 +67,31 @@ def build_trainer(
     )
     trainer.remove_callback(ProgressCallback)  # its per-log dictionaries: 75 dev metrics a line
     trainer.add_callback(CompactProgress(dims, eval_cfg))
+    guard_checkpoint_saves(trainer, checkpoint_bytes(model))
     return trainer
+
+
+def guard_checkpoint_saves(trainer, need: int) -> None:
+    """A checkpoint save that fails leaves no torn folder behind (the trainer writes checkpoint-N in place and
+    only our completion mark says it is whole), and a full disk is one line naming the folder and the space a
+    checkpoint needs. torch.save's own error on a full disk does not say so: the free space decides."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    save = trainer._save_checkpoint
+
+    def guarded(model, trial):
+        run_dir = Path(trainer.args.output_dir)
+        folder = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}"
+        try:
+            save(model, trial)
+        except Exception as err:
+            shutil.rmtree(folder, ignore_errors=True)
+            if is_disk_full(err) or shutil.disk_usage(run_dir).free < need:
+                full = disk_full(OSError(errno.ENOSPC, "No space left on device"), run_dir, need)
+                raise type(full)(f"{full}; training resumes from the last complete checkpoint") from err
+            raise
+
+    trainer._save_checkpoint = guarded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,9 +107,9 @@ def run_training(trainer, resume: str | None) -> TrainingOutcome:
     from transformers import TrainerState
 
     resumed = TrainerState.load_from_json(str(Path(resume) / "trainer_state.json")) if resume else TrainerState()
-    start = time.perf_counter()
+    clock = ActiveClock()  # a SIGSTOP pause is not training time
     result = trainer.train(resume_from_checkpoint=resume)
-    seconds = time.perf_counter() - start
+    seconds = clock.stop()
     trainer.accelerator.wait_for_everyone()
     return TrainingOutcome(result.training_loss, seconds, resumed.global_step, resumed.epoch or 0.0)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import os
 import socket
+import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -109,16 +111,21 @@ def encode(model: SentenceTransformer, texts: list[str], label: str, method: str
 
     original = getattr(st_model, "trange", None)  # the bar of SentenceTransformer.encode (6.x)
 
+    plain = os.environ.get("TQDM_DISABLE") == "1"  # not a terminal (errors.quiet_progress_bars): a line instead
+
     def labelled(*args, **options):
-        return original(*args, **{**options, "desc": label, "leave": False})
+        return original(*args, **{**options, "desc": label, "leave": False, **({"disable": True} if plain else {})})
 
     if original is not None:
         st_model.trange = labelled
+    start = time.perf_counter()
     try:
         return getattr(model, method)(texts, show_progress_bar=True, **kwargs)
     finally:
         if original is not None:
             st_model.trange = original
+        if plain:
+            print(f"{label}: encoded in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
 
 
 MODEL_TAG = "model.sha256"  # evaluate tags the pipeline's parent run with the weights it evaluated

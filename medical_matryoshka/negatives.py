@@ -159,7 +159,8 @@ def mine_hard_negatives(model, pairs: pd.DataFrame, cfg: MiningConfig, seed: int
     width = max([cfg.num_negatives, *map(len, given)])
     if len(corpus.texts) <= cfg.num_negatives:
         raise PipelineError(
-            f"only {len(corpus.texts)} training passages: too few to mine {cfg.num_negatives} negatives"
+            f"only {len(corpus.texts)} training passages: too few to mine {cfg.num_negatives} negatives; add "
+            "training pairs, lower -S mining.num_negatives, or train without mined negatives: -S mining.enabled=false"
         )
     anchors = pairs.drop_duplicates("anchor")["anchor"].tolist()
     anchor_index = {a: i for i, a in enumerate(anchors)}

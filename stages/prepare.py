@@ -13,7 +13,7 @@ from medical_matryoshka.config.sections import DataConfig, ModelSource
 from medical_matryoshka.config.stage import StageConfig
 from medical_matryoshka.data.leakage import check_leakage, clean_negatives, shared_passage_rule
 from medical_matryoshka.data.sources import load_source, require_tracked
-from medical_matryoshka.data.splits import assign_splits, retrieval_set, train_pairs
+from medical_matryoshka.data.splits import assign_splits, require_searchable, retrieval_set, train_pairs
 from medical_matryoshka.data.stats import dataset_stats, relevance_stats, summary_lines
 from medical_matryoshka.errors import run_main
 from medical_matryoshka.lifetime import die_with_parent
@@ -38,6 +38,7 @@ def main() -> None:
     pairs = train_pairs(records, exclude=leaks.exclude)
     sets = {"dev": retrieval_set(records, "dev", ("train", "dev"))}
     sets["test"] = retrieval_set(records, "test", ("train", "dev", "test"), source.corpus)
+    require_searchable(sets["test"])
     stats = dataset_stats(records, pairs, len(sets["test"]["corpus"]), load_tokenizer(model), model.max_seq_length)
     split.update(shared_test_passages=leaks.shared_test_passages, leaked_queries_dropped=len(leaks.dropped_queries))
     stats.update(split=split, relevance=relevance_stats(records), source=source.notes)

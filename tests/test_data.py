@@ -130,7 +130,7 @@ def test_empty_split_is_one_clear_error(pairs_frame, tmp_path):
     path = tmp_path / "pairs.jsonl"
     pairs_frame.head(1).to_json(path, orient="records", lines=True)
     records = load_records(data_config(path))
-    with pytest.raises(PipelineError, match=r"the test split is empty \(1 queries in all, 0.3 drawn for test"):
+    with pytest.raises(PipelineError, match=r"the test split is empty \(1 query in all: one cannot be both"):
         assign_splits(records, 0.0, 0.3, seed=42)
 
 

@@ -107,7 +107,7 @@ def test_random_sampling_is_seeded():
 
 def test_too_small_a_corpus_is_a_clear_error():
     small = pairs().head(1)
-    with pytest.raises(PipelineError, match="too few to mine"):
+    with pytest.raises(PipelineError, match="too few to mine .*lower -S mining.num_negatives.*mining.enabled=false"):
         mine_hard_negatives(VectorModel(VECTORS), small, CFG, seed=42)
 
 

@@ -266,3 +266,64 @@ def test_mining_off_passes_the_given_negatives_every_row_has(tiny_model):
     some = given_pairs().iloc[[1, 2, 4, 5]]
     rows, stats = pass_given_negatives(some)
     assert list(rows.columns) == ["anchor", "positive", "negative_1"] and stats["given_negatives_unused"] == 2
+
+
+def test_a_test_split_no_component_fits_says_why_and_what_to_do(tmp_path):
+    # 6 claims in two components of 3 (each trio shares a passage): the test share, ceil(0.2 x 6) = 2, takes none
+    rows = [{"claim": claim(i), "passage": passage(i)} for i in range(6)]
+    rows += [{"claim": claim(i), "passage": passage(100 + i // 3)} for i in range(6)]
+    path = tmp_path / "pairs.jsonl"
+    pd.DataFrame(rows).to_json(path, orient="records", lines=True)
+    records = load_source(data_config(path, test_fraction=0.2, dev_fraction=0.1)).records
+    with pytest.raises(PipelineError, match=r"test share is 2, and the smallest connected component .* holds 3: none"
+                       r" fits; -S data.split_by=query splits by query instead"):  # fmt: skip
+        assign_splits(records, 0.1, 0.2, seed=42, split_by="component")
+    records, info = assign_splits(records, 0.1, 0.2, seed=42, split_by="query")
+    assert (records.drop_duplicates("doc_id")["split"] == "test").sum() == 2
+
+
+def test_a_test_split_too_small_to_measure_is_refused():
+    from medical_matryoshka.data.splits import require_searchable
+
+    one = {"queries": {"q1": "a", "q2": "b"}, "corpus": {"p1": "x"}, "relevant": {"q1": ["p1"], "q2": ["p1"]}}
+    with pytest.raises(PipelineError, match=r"the test split has 2 queries over 1 passage\(s\): too few to measure"):
+        require_searchable(one)
+    eleven = {**one, "corpus": {f"p{i}": "x" for i in range(11)}}
+    require_searchable(eleven)  # more passages than the top-10 cut-off: measurable
+    with pytest.raises(PipelineError, match="the test split has 1 query over 11"):
+        require_searchable({**eleven, "queries": {"q1": "a"}})
+
+
+def test_a_csv_naming_a_column_twice_is_refused(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_text("claim,passage,passage\nc1,p1,p2\n", encoding="utf-8")
+    with pytest.raises(PipelineError, match="its header names column 'passage' more than once"):
+        load_source(data_config(path))
+
+
+def test_a_malformed_jsonl_line_is_named_from_1(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"claim": "c1", "passage": "p1"}\n{"claim": "c2", "passage": \n', encoding="utf-8")
+    with pytest.raises(PipelineError, match=r"pairs.jsonl line 2 is not valid JSON"):
+        load_source(data_config(path))
+    path.write_text('{"claim": "c1", "passage": "p1"}\n["c2", "p2"]\n', encoding="utf-8")
+    with pytest.raises(PipelineError, match=r"line 2 holds a JSON list, not an object"):
+        load_source(data_config(path))
+
+
+def test_a_link_under_raw_to_data_elsewhere_gets_advice_that_works(tmp_path, monkeypatch):
+    import subprocess
+
+    from medical_matryoshka.data.sources import require_tracked
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere.jsonl").write_text('{"claim": "c", "passage": "p"}\n', encoding="utf-8")
+    (tmp_path / "data/raw").mkdir(parents=True)
+    (tmp_path / "data/raw/link.jsonl").symlink_to(tmp_path / "elsewhere.jsonl")
+    cfg = data_config("data/raw/link.jsonl")
+    with pytest.raises(PipelineError, match="is a link to .*elsewhere.jsonl") as err:
+        require_tracked(cfg, "data/raw")
+    advice = str(err.value).rsplit(": ", 1)[1]
+    subprocess.run(advice, shell=True, check=True, cwd=tmp_path)  # the line the user is told to type works
+    assert not (tmp_path / "data/raw/link.jsonl").is_symlink()
+    require_tracked(cfg, "data/raw")

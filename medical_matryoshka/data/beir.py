@@ -11,9 +11,9 @@ other files do not hold stops, as does a query judged in both the train (or dev)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from medical_matryoshka.data.sources import json_lines
 from medical_matryoshka.errors import PipelineError
 
 SPLITS = ("train", "dev", "test")
@@ -24,18 +24,11 @@ def _jsonl(path: Path, fields: tuple[str, ...]) -> dict[str, dict]:
     if not path.is_file():
         raise PipelineError(f"BEIR folder {path.parent} has no {path.name}; a BEIR set holds {_layout()}")
     rows: dict[str, dict] = {}
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise PipelineError(f"{path} line {number} is not valid JSON ({err.msg}); fix or remove it") from None
-            missing = [k for k in ("_id", *fields) if not isinstance(row, dict) or k not in row]
-            if missing:
-                raise PipelineError(f"{path} line {number} lacks {missing}; every line needs _id and {list(fields)}")
-            rows[str(row["_id"])] = row
+    for number, row in json_lines(path):
+        missing = [k for k in ("_id", *fields) if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise PipelineError(f"{path} line {number} lacks {missing}; every line needs _id and {list(fields)}")
+        rows[str(row["_id"])] = row
     if not rows:
         raise PipelineError(f"{path} holds no rows")
     return rows

@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -171,6 +171,47 @@ def require_utf8(path: Path) -> None:
         ) from None
 
 
+def json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number from 1, parsed value) of each non-empty line of a jsonl file; a line that is not JSON is
+    one error naming it (pyarrow's own message counts rows within a block, from 0)."""
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except ValueError as err:
+                raise PipelineError(
+                    f"{path} line {number} is not valid JSON ({err.msg} at column {err.colno}); fix or remove "
+                    "that line (one JSON object a line)"
+                ) from None
+
+
+def require_json_lines(path: Path) -> None:
+    """Every non-empty line of a pairs jsonl file is one JSON object."""
+    for number, row in json_lines(path):
+        if not isinstance(row, dict):
+            raise PipelineError(
+                f"data file {path} line {number} holds a JSON {type(row).__name__}, not an object; write one "
+                '{"anchor": ..., "positive": ...} object a line'
+            )
+
+
+def require_unique_columns(path: Path) -> None:
+    """A csv header naming a column twice is an error (the reader would silently keep one of them)."""
+    import csv
+    from collections import Counter
+
+    with path.open(encoding="utf-8", newline="") as f:
+        header = next(csv.reader(f), [])
+    twice = sorted(name for name, n in Counter(h.strip() for h in header).items() if n > 1)
+    if twice:
+        raise PipelineError(
+            f"data file {path}: its header names column {twice[0]!r} more than once; rename or remove the "
+            "duplicate so each column has one meaning"
+        )
+
+
 def load_pairs_file(cfg: DataConfig) -> SourceData:
     """A local jsonl/csv/parquet file of pairs, read with `datasets`."""
     from datasets import load_dataset
@@ -185,6 +226,10 @@ def load_pairs_file(cfg: DataConfig) -> SourceData:
         raise PipelineError(f"data file {path} is empty (0 bytes); write your pairs into it or set data.path")
     if fmt != "parquet":
         require_utf8(path)
+    if path.suffix.lower() == ".jsonl":
+        require_json_lines(path)
+    if fmt == "csv":
+        require_unique_columns(path)
     try:
         frame = load_dataset(fmt, data_files=str(path), split="train").to_pandas()
     except Exception as err:
@@ -232,6 +277,13 @@ def require_tracked(cfg: DataConfig, raw: str) -> None:
         return  # a hub dataset: pinned by data.hf_revision instead
     if not Path(cfg.path).resolve().is_relative_to(Path(raw).resolve()):
         name = Path(cfg.path).name
+        if Path(cfg.path).absolute().is_relative_to(Path(raw).absolute()):  # a link under raw/ to data elsewhere
+            target = Path(cfg.path).resolve()
+            raise PipelineError(
+                f"data.path {cfg.path} is a link to {target}, outside {raw}/, the folder DVC tracks for prepare, "
+                f"so a change there would go unseen; replace the link by a copy: "
+                f"cp --remove-destination {target} {cfg.path}"
+            )
         raise PipelineError(
             f"data.path {cfg.path} is outside {raw}/, the folder DVC tracks for prepare, so a change to it would "
             f"go unseen; copy it there (cp {cfg.path} {raw}/{name}) and use -S data.path={raw}/{name}"

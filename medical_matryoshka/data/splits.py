@@ -36,6 +36,34 @@ def _draw(groups: pd.Series, fraction: float, seed: int) -> set[str]:
     return set(groups.index[groups.isin(chosen)])
 
 
+def _empty_draw(groups: pd.Series, fraction: float, how: str) -> str:
+    """Why drawing `fraction` of the queries (groups.index) in whole groups took none."""
+    if fraction <= 0:
+        return f"data.test_fraction is {fraction:g}"
+    if len(groups) < 2:
+        return f"{len(groups)} query in all: one cannot be both trained and tested on"
+    target, smallest = math.ceil(fraction * len(groups)), int(groups.value_counts().min())
+    return (
+        f"{len(groups)} queries, so the test share is {target}, and the smallest connected component "
+        f"(queries linked by shared passages) holds {smallest}: none fits; -S data.split_by=query splits by "
+        "query instead"
+        if how == "component"
+        else f"{len(groups)} queries, test share {target}"
+    )
+
+
+def require_searchable(test_set: dict, cutoff: int = 10) -> None:
+    """A test split must search more passages than the top-k cut-off: with `cutoff` or fewer, every relevant
+    passage is in the top k by construction (a 1-passage corpus scores 1.0 whatever the model)."""
+    queries, corpus = len(test_set["queries"]), len(test_set["corpus"])
+    if corpus <= cutoff or queries < 2:
+        raise PipelineError(
+            f"the test split has {queries} quer{'y' if queries == 1 else 'ies'} over {corpus} passage(s): too "
+            f"few to measure retrieval (top-{cutoff} metrics need more than {cutoff} passages and at least 2 "
+            "queries); use more data, or raise data.test_fraction / data.max_docs"
+        )
+
+
 def _grouping(records: pd.DataFrame, split_by: str, keep_share: float, boilerplate_max_words: int):
     """(doc_id -> group, how): whole components, or single queries where split_by asks or, under auto,
     where one component holds more than `keep_share` of the queries (it could not stay in train)."""
@@ -84,6 +112,8 @@ def assign_splits(
         )
         test_docs = _draw(groups, test_fraction, seed)
         info["test"] = how
+        if not test_docs:
+            info["test_empty_because"] = _empty_draw(groups, test_fraction, how)
     else:
         test_docs = set(official.index[official == "test"])
         info["test"] = "official"
@@ -102,8 +132,11 @@ def assign_splits(
             why = (
                 "the source's official test split holds no query"
                 if name == "test" and info["test"] == "official"
+                else info["test_empty_because"]
+                if name == "test" and "test_empty_because" in info
                 else f"{records['doc_id'].nunique()} queries in all, {test_fraction:g} drawn for test and "
                 f"{dev_fraction:g} of the rest for dev"
+                + (f", then at most data.max_docs={max_docs} per split" if max_docs is not None else "")
             )
             raise PipelineError(
                 f"the {name} split is empty ({why}); use more data or change data.test_fraction / data.dev_fraction"

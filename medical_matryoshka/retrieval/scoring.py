@@ -39,7 +39,11 @@ def load_retrieval_set(path: str | Path, allow_empty: bool = False) -> Retrieval
     if not rs.queries or not rs.corpus:
         if allow_empty:
             return None
-        raise PipelineError(f"retrieval set {path} has no queries or no corpus; check the data splits")
+        raise PipelineError(
+            f"retrieval set {path} has {len(rs.queries)} queries and {len(rs.corpus)} passages; prepare wrote it "
+            "so (see the split counts in metrics/data.json): rerun `dvc repro prepare` with more data or other "
+            "data.test_fraction / data.dev_fraction"
+        )
     return rs
 
 

@@ -1,7 +1,8 @@
 """The model card's numbers against this run's.
 
-    python -m commands.card diff                   # the card beside this run: only what the card published
-    python -m commands.card diff --metric ndcg@10  # one metric (or several: --metric ndcg@10 --metric mrr@10)
+    python -m commands.card diff                   # the card beside this run: the primary metric (NDCG@10)
+    python -m commands.card diff --metric mrr@10   # another (or several: --metric ndcg@10 --metric mrr@10)
+    python -m commands.card diff --all             # every metric the card published (15 x the dims)
     python -m commands.card                        # (re)create the `model-card` ref (setup.sh runs it)
     python -m commands.card --from-card README.md  # first regenerate paths.card from a card's README
 
@@ -27,7 +28,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", nargs="?", choices=("ref", "diff"), default="ref")
     parser.add_argument("--from-card", type=Path, help="regenerate the card's metrics file from this card README")
-    parser.add_argument("--metric", action="append", default=[], help="diff: only metrics containing this")
+    parser.add_argument(
+        "--metric", action="append", default=[], help="diff: metrics containing this (default: eval's primary)"
+    )
+    parser.add_argument("--all", action="store_true", help="diff: every metric the card published")
     args = parser.parse_args()
     params = load_params()
     paths = section(PathsConfig, params, "paths")
@@ -37,8 +41,11 @@ def main() -> None:
     card = json.loads(Path(paths.card).read_text(encoding="utf-8"))
     if args.action == "diff":
         run = json.loads(require_input(paths.eval_metrics, "evaluate").read_text(encoding="utf-8"))
+        measures = () if args.all else tuple(args.metric) or (section(EvalConfig, params, "eval").primary_measure,)
         print(f"the card ({paths.card}) and this run ({paths.eval_metrics}): test retrieval")
-        print("\n".join(card_diff(card, run, tuple(args.metric))))
+        print("\n".join(card_diff(card, run, measures)))
+        if not args.all:
+            print("(--all: every metric the card published; --metric NAME: another one)")
         return
     metric = section(EvalConfig, params, "eval").primary_metric
     commit = write_card_ref(card_views(card, paths, metric))

@@ -16,6 +16,12 @@ from medical_matryoshka.errors import run_main
 def main() -> None:
     compose(PARAMS_FILE, sys.argv[1:])
     print(f"wrote {PARAMS_FILE}")
+    if sys.argv[1:]:
+        print(
+            f"note: `dvc repro` runs with these overrides, but every `dvc exp run` composes {PARAMS_FILE} from conf/ "
+            "again and drops them: put lasting changes in conf/ (README: Where persistent changes belong)",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

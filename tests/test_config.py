@@ -10,7 +10,7 @@ import yaml
 
 from medical_matryoshka.config.compose import compose
 from medical_matryoshka.config.params import section
-from medical_matryoshka.config.sections import DataConfig, EvalConfig, ModelConfig, train_config
+from medical_matryoshka.config.sections import DataConfig, EvalConfig, ModelConfig, check_params, train_config
 from medical_matryoshka.config.stage import StageConfig
 from medical_matryoshka.errors import PipelineError
 from medical_matryoshka.models import check_dims
@@ -256,3 +256,14 @@ def test_a_declared_key_missing_from_params_yaml_says_how_to_recompose(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(PipelineError, match="model.max_seq_length is missing.*compose_params"):
         StageConfig.load("prepare", tmp_path / "params.yaml", REPO / "dvc.yaml")
+
+
+@pytest.mark.parametrize("others", [[], ["data=scifact"], ["train=card"]])
+def test_the_smoke_profile_shrinks_whatever_it_is_applied_to(tmp_path, others):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "smoke").mkdir()
+    full, smoke = composed(tmp_path / "full", *others), composed(tmp_path / "smoke", *others, "profile=smoke")
+    assert smoke["data"]["max_docs"] == 64 and smoke["epochs"] == 1 and smoke["batch_size"] == 32
+    assert smoke["model"] == full["model"] and smoke["data"]["source"] == full["data"]["source"]
+    assert "profile" not in smoke  # a preset, not a key the stages would reject
+    check_params(smoke)  # a valid params.yaml

@@ -66,9 +66,29 @@ CASES = [
     ("weights", ["train.matryoshka_weights=[1,-1,1]"], {}, "train.matryoshka_weights must be >= 0"),
     ("ndcg", ["eval.ndcg_at_k=[5]"], {}, "eval.ndcg_at_k must have 10 as its largest cut-off"),
     ("precision", ["frontier.precisions=[float32,int4]"], {}, r"frontier.precisions: unknown precision \['int4'\]"),
-    ("unknown key", ["+lrr=1", "seed=7"], {}, "unknown key 'lrr'"),  # seed reruns prepare, which checks all
+    ("unknown key", ["+lrr=1", "seed=7"], {}, r"unknown key 'lrr'.*`dvc checkout` restores"),  # seed reruns prepare
+    ("weights/dims", ["train.matryoshka_weights=[1,1]"], {}, r"matryoshka_weights has 2 values for 3 dims"),
+    ("fp16 on CPU", ["train.precision=fp16"], {}, r"train.precision=fp16 needs a CUDA GPU"),
+    (
+        "3 pairs",  # mining off: nothing to mine from, and a test split far too small to measure
+        ["data=pairs", "data.path=data/raw/mine.jsonl", "mining.enabled=false"],
+        {"mine.jsonl": jsonl([{"anchor": f"claim {i}", "positive": f"passage {i}"} for i in range(3)])},
+        r"the test split has 1 query over 3 passage\(s\): too few to measure",
+    ),
+    (
+        "duplicate column",
+        ["data=pairs", "data.path=data/raw/mine.csv"],
+        {"mine.csv": b"anchor,positive,positive\na,b,c\n"},
+        "its header names column 'positive' more than once",
+    ),
+    (
+        "bad jsonl line",
+        ["data=pairs", "data.path=data/raw/mine.jsonl"],
+        {"mine.jsonl": jsonl(ROWS) + b"{oops\n"},
+        r"mine.jsonl line 41 is not valid JSON",
+    ),  # fmt: skip
     ("not a model", ["model.name=data/raw/notamodel"], {"notamodel/readme.txt": b"hi"}, "is a folder but not a model"),
-    ("empty mining", ["data.max_docs=1"], {}, "mining kept none of the"),
+    ("empty mining", ["data.max_docs=2"], {}, "mining kept none of the"),
     ("0-byte file", ["data=pairs", "data.path=data/raw/mine.jsonl"], {"mine.jsonl": b""}, r"is empty \(0 bytes\)"),
     (
         "not UTF-8",
@@ -109,15 +129,38 @@ def test_bad_input_is_one_line_and_the_last_results_come_back(repo, overrides, f
         (repo / "data/raw" / name).write_bytes(content)
     try:
         run(["python", "-m", "commands.compose_params", *overrides], repo)  # what `dvc exp run -S` writes
+        since = time.time() * 1000
         result = run(["dvc", "repro"], repo, check=False)
         assert result.returncode == 255  # dvc's own code; the stage exits 2
-        assert re.search(message, one_error_line(result)), one_error_line(result)
+        line = one_error_line(result)
+        assert re.search(message, line), line
         assert "exited with 2" in result.stderr
+        assert_runs_true(repo, since, line)
     finally:
         for name in files:
             written = name if Path(name).is_absolute() else repo / "data/raw" / Path(name).parts[0]
             subprocess.run(["rm", "-rf", str(written)], check=True)
     restore_and_check(repo)
+
+
+def open_runs(repo: Path) -> list[str]:
+    return [
+        f"{r.info.run_name}: {r.info.status}" for r in mlflow_runs(repo) if r.info.status in ("RUNNING", "SCHEDULED")
+    ]
+
+
+def assert_runs_true(repo: Path, since: float, line: str) -> None:
+    """After a failed `dvc repro`: no run is left RUNNING or SCHEDULED, and a stage that had opened its run
+    ended FAILED with the error line the terminal showed."""
+    assert open_runs(repo) == []
+    started = [r for r in mlflow_runs(repo) if r.info.start_time >= since and "stage" in r.data.tags]
+    if started:  # the stage failed after its start (not while reading params.yaml)
+        failed = started[0]
+        assert failed.info.status == "FAILED" and f"error: {failed.data.tags['error']}" == line
+        assert (
+            next(r for r in mlflow_runs(repo) if r.info.run_id == failed.data.tags["mlflow.parentRunId"]).info.status
+            == "FAILED"
+        )
 
 
 def test_corrupt_raw_file_is_one_line_and_restorable(repo):
@@ -218,11 +261,15 @@ def test_sigterm_to_dvc_stops_the_trainer_and_a_torn_checkpoint_does_not_block(r
     killed = next(r for r in mlflow_runs(repo) if r.data.tags.get("stage") == "train")
     assert killed.info.status in ("KILLED", "RUNNING")  # KILLED by the stage itself, else by the next stage's sweep
 
-    # a kill in the middle of writing the newest checkpoint: it lacks its completion mark
+    # the newest checkpoint is damaged: complete when written, then it lost a file (or the stop tore it)
     checkpoints = sorted(repo.glob(".cache/checkpoints/*/checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    (checkpoints[-1] / "checkpoint_complete.json").unlink(missing_ok=True)  # the stop may have torn it
+    (checkpoints[-1] / "trainer_state.json").unlink(missing_ok=True)
     result = run(["dvc", "repro"], repo)
-    assert f"removed {checkpoints[-1].relative_to(repo)}: an interrupted run left it half written" in result.stdout
+    newest = checkpoints[-1].relative_to(repo)
+    assert (
+        f"set aside {newest} as damaged-{newest.name}: it is damaged (trainer_state.json is missing)" in result.stdout
+        or f"removed {newest}: an interrupted run left it half written" in result.stdout  # the stop tore it
+    ), result.stdout
     assert f"resuming from {checkpoints[-2].relative_to(repo)}" in result.stdout
     assert not list(repo.glob(".cache/checkpoints/*"))  # removed after the successful run
     assert json.loads((repo / "metrics/train.json").read_text())["resumed_from_step"] > 0
@@ -231,4 +278,168 @@ def test_sigterm_to_dvc_stops_the_trainer_and_a_torn_checkpoint_does_not_block(r
     statuses = {r.data.tags.get("stage"): r.info.status for r in list(runs.values())[:2]}
     assert statuses == {"train": "FINISHED", "evaluate": "FINISHED"}
     assert runs[killed.data.tags["mlflow.parentRunId"]].info.status == "FINISHED"  # the same params, now complete
+    restore_and_check(repo)
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def wait_for_running(repo: Path, stage: str, timeout: float = 300) -> None:
+    """Until `stage` has read params.yaml and opened its MLflow run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if any(r.data.tags.get("stage") == stage and r.info.status == "RUNNING" for r in mlflow_runs(repo)):
+                return
+        except Exception:  # noqa: BLE001 - the store is being written by the stage: look again
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{stage} did not start")
+
+
+def run_cache_entries(repo: Path, cmd: str) -> list[dict]:
+    """DVC's run cache entries (.dvc/cache/runs) of the stage whose command is `cmd`."""
+    import yaml
+
+    found = []
+    for entry in (repo / ".dvc/cache/runs").rglob("*"):
+        if entry.is_file():
+            data = yaml.safe_load(entry.read_text())
+            if isinstance(data, dict) and data.get("cmd") == cmd:
+                found.append(data)
+    return found
+
+
+def test_params_swapped_under_a_running_stage_are_never_recorded(repo):
+    """Case 1 of the round-three faults: `dvc exp run -S lr=...` refused while `dvc repro` trains has already
+    rewritten params.yaml; the trainer must not let DVC record the new lr beside the model it trained."""
+    import yaml
+
+    committed_lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    run(["python", "-m", "commands.compose_params", "lr=4e-5"], repo)
+    log = repo.parent / "swap.log"
+    with log.open("w") as out:
+        dvc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
+    wait_for_running(repo, "train")
+    trainers = trainers_in(repo)
+    for pid in trainers:  # hold it while the second command runs, as a long training would be
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        refused = run(["dvc", "exp", "run", "-S", "lr=2e-5"], repo, check=False)
+    finally:
+        for pid in trainers:
+            os.kill(pid, signal.SIGCONT)
+    dvc.wait(timeout=600)
+    assert refused.returncode != 0, refused.stdout + refused.stderr  # DVC's own refusal...
+    assert "lr: 2e-05" in (repo / "params.yaml").read_text()  # ...after it rewrote params.yaml
+    output = log.read_text()
+    assert dvc.returncode != 0
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert errors == [errors[0]] and errors[0].startswith(
+        "error: params.yaml changed while stage 'train' ran (lr 4e-05 -> 2e-05;"
+    ), output
+    assert "Traceback" not in output
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert lock["stages"]["train"] == committed_lock["stages"]["train"]  # nothing recorded for this run
+    assert not [
+        e for e in run_cache_entries(repo, "python -m stages.train") if e["params"]["params.yaml"]["lr"] == 2e-5
+    ]
+    assert "train" in run(["dvc", "status"], repo).stdout  # not "up to date": DVC knows train must run
+    train = next(r for r in mlflow_runs(repo) if r.data.tags.get("stage") == "train")
+    assert train.info.status == "FAILED" and "params.yaml changed" in train.data.tags["error"]
+    assert open_runs(repo) == []
+    restore_and_check(repo)
+
+
+def test_kill_9_then_a_rerun_leave_true_run_states_and_a_finished_parent_stays_finished(repo):
+    run(["python", "-m", "commands.compose_params", "mining.range_max=4"], repo)  # mine, train, evaluate rerun
+    log = repo.parent / "kill9.log"
+    with log.open("w") as out:
+        dvc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
+    wait_for_running(repo, "mine")
+    for pid in trainers_in(repo, "stages.mine"):
+        os.kill(pid, signal.SIGKILL)
+    dvc.wait(timeout=120)
+    assert dvc.returncode != 0
+    killed = next(r for r in mlflow_runs(repo) if r.data.tags.get("stage") == "mine")
+    run(["dvc", "repro"], repo)  # the sweep ends the orphan, the rerun completes the same execution
+    runs = {r.info.run_id: r for r in mlflow_runs(repo)}
+    assert runs[killed.info.run_id].info.status == "KILLED"
+    parent = runs[killed.data.tags["mlflow.parentRunId"]]
+    assert parent.info.status == "FINISHED"
+    assert open_runs(repo) == []
+    finished_at = parent.info.end_time
+
+    run(["dvc", "repro", "-f", "-s", "evaluate"], repo)  # the same params again: a new parent
+    runs = {r.info.run_id: r for r in mlflow_runs(repo)}
+    assert runs[parent.info.run_id].info.status == "FINISHED"
+    assert runs[parent.info.run_id].info.end_time == finished_at  # never reopened
+    rerun = next(r for r in mlflow_runs(repo) if "mlflow.parentRunId" not in r.data.tags)
+    assert rerun.info.run_name == f"{parent.info.run_name} (run 2)" and rerun.info.status == "FINISHED"
+    restore_and_check(repo)
+
+
+def in_small_disk(folder: str, size_kib: int, command: str) -> str:
+    """`command` with `folder` of the repository on a tmpfs of `size_kib` (a user namespace: no root needed)."""
+    return (
+        f"unshare --user --map-root-user --mount sh -c 'mkdir -p {folder} && "
+        f"mount -t tmpfs -o size={size_kib}k tmpfs {folder} && {command}'"
+    )
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_torn_checkpoint(repo, tiny_model_dir):
+    run(["python", "-m", "commands.compose_params", "epochs=2"], repo)
+    model_bytes = sum(p.stat().st_size for p in tiny_model_dir.rglob("*") if p.is_file())
+    weights = (tiny_model_dir / "model.safetensors").stat().st_size
+    checkpoint = model_bytes + 2 * weights  # the model and AdamW's two moments
+    size = int(1.5 * checkpoint / 1024)  # room for the first epoch's checkpoint, not for the second's
+    listing = repo.parent / "disk-full-listing.txt"
+    cmd = in_small_disk(".cache/checkpoints", size, f"dvc repro; ls -R .cache/checkpoints > {listing}")
+    result = subprocess.run(["bash", "-c", cmd], cwd=repo, env=clean_env(), capture_output=True, text=True)
+    line = one_error_line(result)
+    assert re.match(
+        r"error: no space left on the device holding \.cache/checkpoints/\w+ \([\d,]+ MiB free; it needs about "
+        r"[\d,]+ MiB there\); .*training resumes from the last complete checkpoint$",
+        line,
+    ), line
+    folders = [name.rstrip(":") for name in listing.read_text().split() if "checkpoint-" in name and name.endswith(":")]
+    assert len(folders) == 1, listing.read_text()  # the first epoch's; the second's, torn, was removed
+    assert "checkpoint_complete.json" in listing.read_text()
+    assert open_runs(repo) == []
+
+    cmd = in_small_disk("models", 64, "dvc repro")  # the model's folder: stopped before training
+    result = subprocess.run(["bash", "-c", cmd], cwd=repo, env=clean_env(), capture_output=True, text=True)
+    line = one_error_line(result)
+    assert re.match(r"error: no space left on the device holding models \(0 MiB free; it needs about", line), line
+    assert "training on" not in result.stdout  # no epoch was spent
+    restore_and_check(repo)
+
+
+def test_a_killed_queued_run_ends_killed_and_the_documented_line_clears_it(repo):
+    run(["dvc", "exp", "run", "--queue", "-S", "lr=1e-5"], repo)
+    run(["dvc", "queue", "start", "-j", "1"], repo)
+    try:
+        wait_for_running(repo, "train")  # queued runs track into the repository's store (DVC_ROOT)
+        name = next(
+            line.split()[1] for line in run(["dvc", "queue", "status"], repo).stdout.splitlines() if "Running" in line
+        )
+        run(["dvc", "queue", "kill", name], repo)
+        deadline = time.monotonic() + 120
+        while "Failed" not in (status := run(["dvc", "queue", "status"], repo).stdout) and time.monotonic() < deadline:
+            time.sleep(2)
+        assert f"{name}" in status and "Failed" in status, status
+        logs = run(["dvc", "queue", "logs", name], repo, check=False).stdout
+        assert "Traceback" not in logs and "error: stopped by SIGINT" in logs, logs[-2000:]
+        assert name in run(["dvc", "exp", "show", "--no-pager"], repo).stdout  # DVC keeps listing it...
+        train = next(r for r in mlflow_runs(repo) if r.data.tags.get("stage") == "train")
+        assert train.info.status == "KILLED" and "dvc_exp_name" in train.data.tags
+        assert open_runs(repo) == []
+        run(["dvc", "queue", "remove", "--failed"], repo)  # ...until the README's line removes it
+        assert name not in run(["dvc", "queue", "status"], repo).stdout
+        assert name not in run(["dvc", "exp", "show", "--no-pager"], repo).stdout
+    finally:
+        run(["dvc", "queue", "stop", "--kill"], repo, check=False)
     restore_and_check(repo)

@@ -120,13 +120,20 @@ def test_repro_runs_every_stage_offline(clone, first_repro):
     shown = first_repro.stdout + first_repro.stderr
     assert re.search(r"epoch 1  dev  dim   32  ndcg@10 0\.\d{4}  mrr@10", shown)  # one short line per dim
     assert "eval_dev_dim" not in shown  # not the trainer's dictionary of every dev metric
-    assert re.search(r"test corpus \(\d+\)", shown)  # encoding passes have named progress bars
+    assert re.search(r"test corpus \(\d+\): encoded in \d+\.\d s", shown)  # named passes, one line each in a log
+    assert "\r" not in shown and "it/s]" not in shown  # no redrawn progress bars when output is not a terminal
+    assert re.search(r"step 1/\d+  epoch 0\.\d+  loss \d", shown)  # training progress as plain lines
     assert "MLflow run: `mlflow ui --backend-store-uri sqlite:///" in first_repro.stdout
+    assert "workflowType=machine_learning&viewStateShareKey=training" in first_repro.stdout
 
 
 def test_train_and_evaluate_outputs(clone, first_repro):
     card = (clone / "models/finetuned/README.md").read_text()
     assert "MatryoshkaLoss" in card and "### Training Logs" in card and "dev_dim_32_cosine_ndcg@10" in card
+    assert "### Training Time" not in card  # wall time would make a folder of the same weights differ
+    train_metrics = json.loads((clone / "metrics/train.json").read_text())
+    assert "checkpoint_key" not in train_metrics  # a hash is no metric for `dvc metrics diff`: it is in the model
+    assert (clone / "models/finetuned/checkpoint_key").is_file()
     from medical_matryoshka.config.sections import train_config
     from medical_matryoshka.training.arguments import optimizer_steps
 
@@ -290,8 +297,11 @@ def test_metrics_diff_against_the_model_card(clone, first_repro):
         run(["dvc", "metrics", "diff", "model-card", "--targets", "metrics/summary.json", "--json"], clone).stdout
     )
     assert by_dim["metrics/summary.json"]["d0064"]["old"] == 0.5312
-    lines = run(["python", "-m", "commands.card", "diff", "--metric", "ndcg@10"], clone).stdout.splitlines()
-    assert [line.split()[:2] for line in lines[3:]] == [["cosine_ndcg@10", d] for d in ("256", "128", "64")]
+    lines = run(["python", "-m", "commands.card", "diff"], clone).stdout.splitlines()  # NDCG@10 by default
+    assert [line.split()[:2] for line in lines[3:-1]] == [["cosine_ndcg@10", d] for d in ("256", "128", "64")]
+    assert lines[-1].startswith("(--all: every metric the card published")
+    everything = run(["python", "-m", "commands.card", "diff", "--all"], clone).stdout.splitlines()
+    assert len(everything) == 1 + 2 + 15 * 3  # title, header, 15 published metrics x 3 dims in common
     assert lines[5].split()[5:7] == ["0.5312", f"{finetuned['new']:.4f}"]  # dim 64 fine-tuned: the card, this run
 
 

@@ -263,7 +263,7 @@ def test_the_smoke_profile_shrinks_whatever_it_is_applied_to(tmp_path, others):
     (tmp_path / "full").mkdir()
     (tmp_path / "smoke").mkdir()
     full, smoke = composed(tmp_path / "full", *others), composed(tmp_path / "smoke", *others, "profile=smoke")
-    assert smoke["data"]["max_docs"] == 64 and smoke["epochs"] == 1 and smoke["batch_size"] == 32
+    assert smoke["data"]["max_docs"] == 32 and smoke["epochs"] == 1 and smoke["batch_size"] == 32
     assert smoke["model"] == full["model"] and smoke["data"]["source"] == full["data"]["source"]
     assert "profile" not in smoke  # a preset, not a key the stages would reject
     check_params(smoke)  # a valid params.yaml

@@ -7,6 +7,8 @@ the stage may read only those keys (anything else is an error), and it logs exac
 from __future__ import annotations
 
 import dataclasses
+import re
+import shutil
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -156,9 +158,11 @@ class StageConfig:
             diffs = [f"{k} {before.get(k, '(none)')} -> {after.get(k, '(none)')}" for k in {**before, **after}
                      if before.get(k) != after.get(k)]  # fmt: skip
             changed = ", ".join(diffs[:3]) + (f" and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+        self.remove_outputs()
         raise PipelineError(
             f"{self.params_file} changed while stage '{self.stage}' ran ({changed}; another `dvc exp run -S ...` "
-            "or an edit), so DVC would record params these outputs were not made with; nothing is recorded: "
+            "or an edit), so DVC would record params these outputs were not made with; they are removed and "
+            "nothing is recorded: "
             f"rerun `dvc repro` (it runs with what {self.params_file} holds now), or restore it first "
             f"(`git checkout {self.params_file}`) for the run you started"
         )
@@ -183,6 +187,28 @@ class StageConfig:
         for key in ("train", *TRAIN_KNOBS):
             self._declared(key)
         return train_config(self.params)
+
+    def outputs(self) -> list[Path]:
+        """The stage's outs and metrics as dvc.yaml lists them, `${paths.*}` filled in from params.yaml."""
+        spec = _stages(self.pipeline_file).get(self.stage, {})
+
+        def fill(match: re.Match) -> str:
+            value: Any = self.all_params
+            for part in match.group(1).split("."):
+                value = value[part]
+            return str(value)
+
+        return [
+            Path(re.sub(r"\$\{([\w.]+)\}", fill, p)) for p in _paths(spec.get("outs", []) + spec.get("metrics", []))
+        ]
+
+    def remove_outputs(self) -> None:
+        """Put the stage's outputs back where DVC left them before running it: absent."""
+        for path in self.outputs():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
 
     def track(self) -> AbstractContextManager:
         """This stage's MLflow run (logging its declared params), nested under the pipeline's parent run: it

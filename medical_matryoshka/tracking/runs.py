@@ -416,6 +416,19 @@ def end_orphaned_runs(client, exp_id: str) -> None:
             client.set_terminated(tags["mlflow.parentRunId"], status="KILLED")
         elif PIPELINE_TAG in tags and launcher.isdigit() and not _alive(int(launcher)):
             client.set_terminated(run.info.run_id, status="KILLED")
+    # SCHEDULED (its last stage finished, more to run) with its `dvc` gone: that dvc ran all it was going to.
+    # Mostly DVC found the later stages up to date and skipped them (a rerun whose outputs came out the same),
+    # else it was asked for part of the pipeline (`dvc repro mine`). Either way no stage of it will run.
+    scheduled = client.search_runs(
+        [exp_id], filter_string=f"attributes.status = 'SCHEDULED' and tags.{HOST_TAG} = '{host}'", max_results=1000
+    )
+    for run in scheduled:
+        launcher = run.data.tags.get(LAUNCHER_TAG, "")
+        if PIPELINE_TAG in run.data.tags and launcher.isdigit() and not _alive(int(launcher)):
+            client.set_tag(
+                run.info.run_id, "ended_by", f"sweep: dvc (pid {launcher}) exited after this run's last stage"
+            )
+            client.set_terminated(run.info.run_id, status="FINISHED")
 
 
 def launcher_pid() -> int:

@@ -427,7 +427,9 @@ def test_a_full_disk_is_one_line_and_leaves_no_torn_checkpoint(repo, tiny_model_
 
 def test_a_killed_queued_run_ends_killed_and_the_documented_line_clears_it(repo):
     run(["dvc", "exp", "run", "--queue", "-S", "lr=1e-5", "-S", "epochs=40"], repo)  # long enough to catch
-    run(["dvc", "queue", "start", "-j", "1"], repo)
+    # not `run`: the worker it starts inherits captured pipes, and reading them would wait for the worker's end
+    subprocess.run(["dvc", "queue", "start", "-j", "1"], cwd=repo, env=clean_env(), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         wait_for_running(repo, "train")  # queued runs track into the repository's store (DVC_ROOT)
         name = next(
@@ -440,13 +442,13 @@ def test_a_killed_queued_run_ends_killed_and_the_documented_line_clears_it(repo)
         assert f"{name}" in status and "Failed" in status, status
         logs = run(["dvc", "queue", "logs", name], repo, check=False).stdout
         assert "Traceback" not in logs and "error: stopped by SIGINT" in logs, logs[-2000:]
-        assert name in run(["dvc", "exp", "show", "--no-pager"], repo).stdout  # DVC keeps listing it...
+        assert name in run(["dvc", "exp", "show", "--csv"], repo).stdout  # DVC keeps listing it...
         train = next(r for r in mlflow_runs(repo) if r.data.tags.get("stage") == "train")
         assert train.info.status == "KILLED" and "dvc_exp_name" in train.data.tags
         assert open_runs(repo) == []
         run(["dvc", "queue", "remove", "--failed"], repo)  # ...until the README's line removes it
         assert name not in run(["dvc", "queue", "status"], repo).stdout
-        assert name not in run(["dvc", "exp", "show", "--no-pager"], repo).stdout
+        assert name not in run(["dvc", "exp", "show", "--csv"], repo).stdout
     finally:
         run(["dvc", "queue", "stop", "--kill"], repo, check=False)
     restore_and_check(repo)

@@ -127,23 +127,31 @@ def is_disk_full(err: BaseException) -> bool:
     return getattr(err, "errno", None) == errno.ENOSPC or "No space left on device" in str(err)
 
 
-def disk_full(err: BaseException, folder: str | Path | None = None, need: int | None = None) -> PipelineError | None:
-    """The one-line error for a write that ran out of space (None if `err` is something else): the folder,
-    its free space and, where known, what the write needs."""
+def free_bytes(path: str | Path) -> int:
+    """Free space on the device that holds `path` (or would: its nearest existing ancestor)."""
     import shutil
 
-    if not is_disk_full(err):
-        return None
-    where = Path(folder or getattr(err, "filename", None) or ".")
-    probe = where
+    probe = Path(path)
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    free = shutil.disk_usage(probe).free
+    return shutil.disk_usage(probe).free
+
+
+def no_space(folder: str | Path, need: int | None = None) -> PipelineError:
+    """The one-line error for a write that does not fit: the folder, its free space and, where known, what the
+    write needs."""
     needs = f"; it needs about {_mib(need)} there" if need else ""
     return PipelineError(
-        f"no space left on the device holding {where} ({_mib(free)} free{needs}); free some space (or point "
-        "paths.* of conf/config.yaml at a larger disk) and rerun: nothing half-written was kept"
+        f"no space left on the device holding {folder} ({_mib(free_bytes(folder))} free{needs}); free some space "
+        "(or point paths.* of conf/config.yaml at a larger disk) and rerun: nothing half-written was kept"
     )
+
+
+def disk_full(err: BaseException, folder: str | Path | None = None, need: int | None = None) -> PipelineError | None:
+    """no_space's line for a write that ran out of space (None if `err` is something else)."""
+    if not is_disk_full(err):
+        return None
+    return no_space(folder or getattr(err, "filename", None) or ".", need)
 
 
 def _mib(size: int) -> str:

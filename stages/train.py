@@ -8,7 +8,6 @@ An interrupted run resumes from its last checkpoint when rerun with the same par
 from __future__ import annotations
 
 import contextlib
-import errno
 import shutil
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 from medical_matryoshka.atomic import output_dir, write_json
 from medical_matryoshka.config.sections import EvalConfig, ModelConfig, TrainConfig
 from medical_matryoshka.config.stage import StageConfig
-from medical_matryoshka.errors import disk_full, run_main
+from medical_matryoshka.errors import free_bytes, no_space, run_main
 from medical_matryoshka.lifetime import die_with_parent
 from medical_matryoshka.retrieval.scoring import load_retrieval_set
 from medical_matryoshka.training.arguments import optimizer_steps
@@ -74,11 +73,8 @@ def check_space(model, checkpoints: Path, model_dir: Path) -> None:
     """Stop before training, not after an epoch, when the checkpoint or model folder's disk cannot take a save."""
     need = checkpoint_bytes(model)
     for folder, size in ((checkpoints, need), (model_dir.parent, need // 3)):
-        probe = folder
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        if shutil.disk_usage(probe).free < size:
-            raise disk_full(OSError(errno.ENOSPC, "No space left on device"), folder, size)
+        if free_bytes(folder) < size:
+            raise no_space(folder, size)
 
 
 def train_and_save(

@@ -11,12 +11,30 @@ other files do not hold stops, as does a query judged in both the train (or dev)
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from medical_matryoshka.data.sources import json_lines
 from medical_matryoshka.errors import PipelineError
 
 SPLITS = ("train", "dev", "test")
+
+
+def json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number from 1, parsed value) of each non-empty line of a jsonl file; a line that is not JSON is
+    one error naming it (pyarrow's own message counts rows within a block, from 0)."""
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except ValueError as err:
+                raise PipelineError(
+                    f"{path} line {number} is not valid JSON ({err.msg} at column {err.colno}); fix or remove "
+                    "that line (one JSON object a line)"
+                ) from None
 
 
 def _jsonl(path: Path, fields: tuple[str, ...]) -> dict[str, dict]:

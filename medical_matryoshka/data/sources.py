@@ -13,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from medical_matryoshka.data.beir import json_lines
 from medical_matryoshka.data.leakage import normalise
 from medical_matryoshka.digests import sha256_of
 from medical_matryoshka.errors import PipelineError, first_line
@@ -169,22 +170,6 @@ def require_utf8(path: Path) -> None:
             f"data file {path} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); "
             f"re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8"
         ) from None
-
-
-def json_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number from 1, parsed value) of each non-empty line of a jsonl file; a line that is not JSON is
-    one error naming it (pyarrow's own message counts rows within a block, from 0)."""
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line)
-            except ValueError as err:
-                raise PipelineError(
-                    f"{path} line {number} is not valid JSON ({err.msg} at column {err.colno}); fix or remove "
-                    "that line (one JSON object a line)"
-                ) from None
 
 
 def require_json_lines(path: Path) -> None:

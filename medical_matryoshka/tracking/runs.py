@@ -98,21 +98,17 @@ def check_tracking(unreachable: str) -> bool:
     uri = tracking_uri()
     refused = file_store_problem(uri)
     if refused is not None:
-        if unreachable == "skip":
-            print(f"warning: {refused}; this stage runs without tracking (tracking.unreachable=skip)", file=sys.stderr)
-            return False
-        raise PipelineError(f"{refused}; or run without tracking: -S tracking.unreachable=skip")
-    problem = server_problem(uri)
-    if problem is None:
-        return True
-    message = f"MLflow tracking server {uri} is unreachable ({problem})"
+        message, fix = refused, "or"
+    else:
+        problem = server_problem(uri)
+        if problem is None:
+            return True
+        message = f"MLflow tracking server {uri} is unreachable ({problem})"
+        fix = "start it, unset MLFLOW_TRACKING_URI to track in the local store, or"
     if unreachable == "skip":
         print(f"warning: {message}; this stage runs without tracking (tracking.unreachable=skip)", file=sys.stderr)
         return False
-    raise PipelineError(
-        f"{message}; start it, unset MLFLOW_TRACKING_URI to track in the local store, "
-        "or run without tracking: -S tracking.unreachable=skip"
-    )
+    raise PipelineError(f"{message}; {fix} run without tracking: -S tracking.unreachable=skip")
 
 
 def _git(*args: str) -> str | None:

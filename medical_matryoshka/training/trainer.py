@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import errno
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from medical_matryoshka.config.sections import EvalConfig, ModelConfig, TrainConfig
-from medical_matryoshka.errors import disk_full, is_disk_full
+from medical_matryoshka.errors import free_bytes, is_disk_full, no_space
 from medical_matryoshka.lifetime import ActiveClock
 from medical_matryoshka.models import load_model
 from medical_matryoshka.retrieval.dev_evaluator import MatryoshkaRetrievalEvaluator, dev_history
@@ -86,8 +85,8 @@ def guard_checkpoint_saves(trainer, need: int) -> None:
             save(model, trial)
         except Exception as err:
             shutil.rmtree(folder, ignore_errors=True)
-            if is_disk_full(err) or shutil.disk_usage(run_dir).free < need:
-                full = disk_full(OSError(errno.ENOSPC, "No space left on device"), run_dir, need)
+            if is_disk_full(err) or free_bytes(run_dir) < need:
+                full = no_space(run_dir, need)
                 raise type(full)(f"{full}; training resumes from the last complete checkpoint") from err
             raise
 

@@ -10,6 +10,12 @@ Load it anywhere the tracking server is reachable:
 
     mlflow.sentence_transformers.load_model("models:/medical-matryoshka/1").encode(["a claim"])
 
+The exported model (stage `export`: OpenVINO or ONNX Runtime, no torch at serving time) instead, as an MLflow
+pyfunc that `mlflow models serve` answers embedding requests with (README "Serving on CPU"):
+
+    python -m commands.register --dim 256 --exported               # models/exported, tagged runtime / weights
+    mlflow models serve -m models:/medical-matryoshka/2 --env-manager local -h 127.0.0.1 -p 5001
+
 Which --dim: metrics/frontier.json and plots/frontier.png (README "Which dimension and precision to deploy").
 The tracking store is $MLFLOW_TRACKING_URI or the repository's sqlite:///mlflow.db, as for the stages.
 """
@@ -24,6 +30,7 @@ from medical_matryoshka.config.params import load_params, section
 from medical_matryoshka.config.sections import ModelConfig, PathsConfig, TrackingConfig
 from medical_matryoshka.errors import PipelineError, require_input, run_main
 from medical_matryoshka.models import MODEL_TAG, weights_digest
+from medical_matryoshka.serving.encoder import ExportError, read_manifest
 from medical_matryoshka.tracking.runs import tracking_uri
 
 # What the logged model needs to load: pinned like pyproject.toml, so MLflow does not infer them (slow).
@@ -54,6 +61,13 @@ def main() -> None:
     parser.add_argument("--dim", type=int, required=True, help="the Matryoshka dimension to deploy (truncate_dim)")
     parser.add_argument("--name", default="medical-matryoshka", help="registered model name")
     parser.add_argument("--model", help="the model folder (default: paths.model)")
+    parser.add_argument(
+        "--exported",
+        nargs="?",
+        const="",
+        metavar="FOLDER",
+        help="register the exported model (default folder: paths.exported) as a pyfunc for `mlflow models serve`",
+    )
     args = parser.parse_args()
 
     params = load_params()
@@ -66,6 +80,9 @@ def main() -> None:
         )
     if not args.name.strip():
         raise PipelineError("--name must not be empty")
+    if args.exported is not None:
+        register_exported(Path(args.exported or paths.exported), args.dim, args.name, experiment)
+        return
     folder = require_input(args.model or paths.model, "train", what="fine-tuned model ")
     if not (folder / "modules.json").is_file():
         raise PipelineError(f"{folder} is not a saved sentence-transformers model (no modules.json)")
@@ -94,6 +111,57 @@ def main() -> None:
     number = info.registered_model_version
     print(f"registered models:/{args.name}/{number}: {folder} at {args.dim} dims, logged to run '{run.info.run_name}'")
     print(f'load: mlflow.sentence_transformers.load_model("models:/{args.name}/{number}")')
+
+
+def register_exported(folder: Path, dim: int, name: str, experiment: str) -> None:
+    """The exported folder as a pyfunc (serving/pyfunc.py) at `dim`, logged to the run that evaluated the
+    weights it was exported from, its version tagged with runtime, weights and dim."""
+    require_input(folder, "export", what="exported model ")
+    try:
+        manifest = read_manifest(folder)
+    except ExportError as err:
+        raise PipelineError(str(err)) from None
+    if dim not in manifest["matryoshka_dims"]:
+        raise PipelineError(f"--dim {dim} is not one of the exported model's dims {manifest['matryoshka_dims']}")
+
+    import mlflow
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    from medical_matryoshka.serving.encoder import ExportedEncoder
+    from medical_matryoshka.serving.export import RUNTIME_PACKAGE
+    from medical_matryoshka.serving.pyfunc import ARTIFACT, ExportedEmbeddings
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    run = producing_run(client, experiment, manifest["source"].get("sha256", "?"))
+    example = ["Metformin lowers HbA1c in adults with type 2 diabetes."]
+    vectors = ExportedEncoder(folder, truncate_dim=dim).encode(example)
+    signature = infer_signature(example, vectors, params={"task": "encode"})
+    runtime = RUNTIME_PACKAGE[manifest["runtime"]]
+    route = {"runtime": manifest["runtime"], "weights": manifest["weights"], "dim": dim}
+    package = Path(__file__).resolve().parents[1] / "medical_matryoshka"
+    with mlflow.start_run(run_id=run.info.run_id):
+        info = mlflow.pyfunc.log_model(
+            name=f"exported-{manifest['runtime']}-{manifest['weights']}-d{dim}",
+            python_model=ExportedEmbeddings(),
+            artifacts={ARTIFACT: str(folder)},
+            model_config={"truncate_dim": dim},
+            code_paths=[str(package)],  # the loader travels with the model: serving needs no checkout
+            signature=signature,
+            registered_model_name=name,
+            pip_requirements=[f"{p}=={version(p)}" for p in (runtime, "transformers", "numpy", "mlflow")],
+            metadata={**route, "matryoshka_dims": manifest["matryoshka_dims"]},
+        )
+    number = info.registered_model_version
+    for key, value in route.items():
+        client.set_model_version_tag(name, number, key, str(value))
+    print(
+        f"registered models:/{name}/{number}: {folder} ({manifest['runtime']} {manifest['weights']}) at {dim} dims, "
+        f"logged to run '{run.info.run_name}'"
+    )
+    print(f"serve: mlflow models serve -m models:/{name}/{number} --env-manager local -h 127.0.0.1 -p 5001")
 
 
 if __name__ == "__main__":

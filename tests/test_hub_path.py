@@ -64,7 +64,7 @@ def test_card_configuration_runs_from_the_hf_cache_with_the_hub_off(
     )
     offline = {"HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}
     result = run(["dvc", "repro"], repo, **offline)
-    for stage in ("prepare", "baseline", "mine", "train", "evaluate"):
+    for stage in ("prepare", "baseline", "mine", "train", "evaluate", "export"):
         assert f"Running stage '{stage}'" in result.stdout
 
     train = json.loads((repo / "metrics/train.json").read_text())

@@ -14,7 +14,7 @@ from tests.conftest import beir_qrels, many_to_many_rows, passage, write_beir
 from tests.test_pipeline_e2e import copy_worktree, run, set_yaml_keys
 
 pytestmark = pytest.mark.slow
-STAGES = ("prepare", "baseline", "mine", "train", "evaluate")
+STAGES = ("prepare", "baseline", "mine", "train", "evaluate", "export")
 # a given negative for every other row of the pairs file; mining fills the rest
 GIVEN = {(r["claim"], r["passage"]): passage(40 + i) for i, r in enumerate(many_to_many_rows()) if i % 2}
 

@@ -108,7 +108,7 @@ def first_repro(clone) -> subprocess.CompletedProcess:
 
 def test_repro_runs_every_stage_offline(clone, first_repro):
     out = first_repro.stdout
-    for stage in ("prepare", "baseline", "mine", "train", "evaluate"):
+    for stage in ("prepare", "baseline", "mine", "train", "evaluate", "export"):
         assert f"Running stage '{stage}'" in out
     data = json.loads((clone / "metrics/data.json").read_text())
     assert data["rows"]["test_docs"] == MAX_DOCS and data["rows"]["train_pairs"] > 0
@@ -318,13 +318,13 @@ def test_mlflow_holds_a_parent_with_a_nested_run_per_stage(clone, first_repro):
     assert len(parents) == 1
     parent = parents[0]
     children = {r.data.tags["stage"]: r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-    assert set(children) == {"prepare", "baseline", "mine", "train", "evaluate"}
+    assert set(children) == {"prepare", "baseline", "mine", "train", "evaluate", "export"}
     commit = parent.data.tags["git_commit"]  # the commit `dvc repro` ran on (a later test commits again)
     assert commit in run(["git", "log", "--format=%H"], clone).stdout.split()
     assert parent.info.run_name == f"repro @{commit[:7]} (committed params)"
     assert children["train"].info.run_name == f"{parent.info.run_name} / train"
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
-    assert {r.info.status for r in found} == {"FINISHED"}  # the parent too, once evaluate (the last) finished
+    assert {r.info.status for r in found} == {"FINISHED"}  # the parent too, once export (the last) finished
     assert exp.artifact_location == (clone / "mlartifacts").resolve().as_uri()
     assert (
         "loss" in children["train"].data.metrics

@@ -108,3 +108,69 @@ def test_the_registered_model_loads_by_name_with_the_folders_embeddings(workdir,
     signature = mlflow.models.get_model_info(f"models:/{NAME}/1").signature
     assert signature.inputs.input_types()[0].name == "string"
     assert signature.outputs.inputs[0].shape == (-1, 32)
+
+
+@pytest.fixture(scope="module")
+def exported_dir(workdir) -> Path:
+    """The tiny model exported as the export stage writes it (OpenVINO, float) into the checkout's paths.exported."""
+    from sentence_transformers import SentenceTransformer
+
+    from medical_matryoshka.serving.export import export_model
+
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    model_dir = workdir / params["paths"]["model"]
+    folder = workdir / params["paths"]["exported"]
+    folder.mkdir(parents=True)
+    source = {"model": str(model_dir), "sha256": weights_digest(model_dir)}
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    export_model(model, folder, "openvino", "float", "auto", (64, 32, 16), source)
+    return folder
+
+
+def test_bad_exported_input_is_one_line(workdir, exported_dir, mlflow_server, tmp_path):
+    line = one_error(register(workdir, mlflow_server, "--dim", "32", "--exported", str(tmp_path)))
+    assert line == f"error: {tmp_path} is not an exported model (no export.json); write one with `dvc repro export`"
+    line = one_error(register(workdir, mlflow_server, "--dim", "32", "--exported", str(tmp_path / "none")))
+    assert line.startswith(f"error: exported model {tmp_path / 'none'} is missing; run the export stage first")
+
+
+def test_the_exported_model_is_registered_and_served_on_localhost(workdir, exported_dir, mlflow_server, monkeypatch):
+    """register --exported, then `mlflow models serve` of the registered version answers an embedding request
+    on 127.0.0.1 with the exported folder's vectors at the registered dim."""
+    import json
+    import urllib.request
+
+    from mlflow.tracking import MlflowClient
+
+    from commands.screenshots import serve_mlflow
+    from medical_matryoshka.serving.encoder import ExportedEncoder
+
+    server = mlflow_server
+    name = "tiny-claims-cpu"
+    experiment = yaml.safe_load((workdir / "params.yaml").read_text())["tracking"]["experiment"]
+    run_id = pipeline_run(server, experiment, weights_digest(workdir / "models/finetuned"))
+    result = register(workdir, server, "--dim", "32", "--name", name, "--exported")
+    assert result.returncode == 0, result.stderr
+    assert f"registered models:/{name}/1: models/exported (openvino float) at 32 dims" in result.stdout
+    version = MlflowClient(server).get_model_version(name, "1")
+    assert version.run_id == run_id
+    assert version.tags == {"runtime": "openvino", "weights": "float", "dim": "32"}
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # its uvicorn
+    serving, base = serve_mlflow("models", "serve", "-m", f"models:/{name}/1", "--env-manager", "local")
+    try:
+        texts = ["Aspirin reduces the risk of a second stroke.", "Statins lower LDL cholesterol."]
+        request = urllib.request.Request(
+            f"{base}/invocations",
+            data=json.dumps({"inputs": texts, "params": {"task": "query"}}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            served = np.array(json.loads(response.read())["predictions"], dtype=np.float32)
+    finally:
+        serving.terminate()
+        serving.wait(timeout=30)
+    ours = ExportedEncoder(exported_dir, truncate_dim=32).encode_query(texts)
+    assert served.shape == (2, 32)
+    np.testing.assert_allclose(served, ours, atol=1e-6)

@@ -146,10 +146,10 @@ def test_parent_is_finished_only_after_the_final_stage(tracking_store, in_repo):
     assert statuses(tracking_store) == {n: "FINISHED" for n in ("prepare", "train", "evaluate", "parent")}
 
 
-def test_the_pipeline_s_final_stage_is_evaluate():
+def test_the_pipeline_s_final_stage_is_export():
     from medical_matryoshka.config.stage import final_stages
 
-    assert final_stages(REPO / "dvc.yaml") == {"evaluate"}
+    assert final_stages(REPO / "dvc.yaml") == {"export"}  # it reads evaluate's frontier: the parent ends with it
 
 
 def test_an_interrupted_stage_is_killed(tracking_store, in_repo):

@@ -318,6 +318,53 @@ class FrontierConfig:
         )
 
 
+EXPORT_RUNTIMES = ("openvino", "onnx")
+EXPORT_WEIGHTS = ("float", "int8")
+EXPORT_PRECISIONS = ("auto", "bf16", "f32")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """The `export` stage: the fine-tuned model for a CPU runtime, checked against torch before it is kept.
+
+    runtime: openvino | onnx (onnxruntime); weights: float | int8 (weights only, activations float);
+    inference_precision (OpenVINO): auto = the CPU's own (bf16 with AMX / AVX-512 BF16, else f32) | bf16 | f32.
+    The stage fails when, on verify_texts real test texts (half queries, half passages), the exported vectors
+    are further than max_cosine_distance[weights] (1 - cos) from torch float32's, alone or batched or padded to
+    31/32/33 tokens, or when its test NDCG@10 at any dim (float32 vectors) is more than max_ndcg_loss below
+    torch's (metrics/frontier.json).
+    """
+
+    runtime: str
+    weights: str
+    inference_precision: str
+    verify_texts: int
+    max_cosine_distance: dict[str, float]
+    max_ndcg_loss: float
+
+    def validate(self, key: str) -> None:
+        limits = self.max_cosine_distance
+        _require(
+            [
+                _one_of(f"{key}runtime", self.runtime, EXPORT_RUNTIMES),
+                _one_of(f"{key}weights", self.weights, EXPORT_WEIGHTS),
+                _one_of(f"{key}inference_precision", self.inference_precision, EXPORT_PRECISIONS),
+                (self.verify_texts >= 2, f"{key}verify_texts must be >= 2, got {self.verify_texts}"),
+                (
+                    sorted(limits) == sorted(EXPORT_WEIGHTS)
+                    and all(isinstance(v, int | float) and 0 < v <= 2 for v in limits.values()),
+                    f"{key}max_cosine_distance must map {' and '.join(EXPORT_WEIGHTS)} to a number in (0, 2], "
+                    f"got {limits}",
+                ),
+                (0 <= self.max_ndcg_loss <= 1, f"{key}max_ndcg_loss must be in [0, 1], got {self.max_ndcg_loss}"),
+            ]
+        )
+
+    @property
+    def tolerance(self) -> float:
+        return float(self.max_cosine_distance[self.weights])
+
+
 @dataclasses.dataclass(frozen=True)
 class PathsConfig:
     """Where stages read and write; dvc.yaml interpolates the same keys, so paths live in one place."""
@@ -337,6 +384,8 @@ class PathsConfig:
     frontier_metrics: str
     card: str
     plots: str
+    exported: str
+    export_metrics: str
 
     def validate(self, key: str) -> None:
         pass
@@ -363,6 +412,7 @@ class TrackingConfig:
 SECTIONS = {
     "data": DataConfig,
     "eval": EvalConfig,
+    "export": ExportConfig,
     "frontier": FrontierConfig,
     "mining": MiningConfig,
     "model": ModelConfig,

@@ -1,0 +1,105 @@
+"""Stage `export`: the fine-tuned model for a CPU runtime, kept only when it encodes as torch does.
+
+Writes <exported> (serving/export.py: the whole model in one OpenVINO or ONNX graph, its tokenizer and
+export.json; load it with serving.encoder.ExportedEncoder) and <export_metrics> = {"model_mb", "agreement"
+(serving/verify.py: largest 1 - cos against torch float32 on real texts, alone vs batched, padded lengths),
+"exported" / "torch" / "change": test NDCG@10 by dim and stored precision, the exported encoder's beside
+evaluate's (metrics/frontier.json)}. A route outside export.max_cosine_distance or export.max_ndcg_loss stops
+the stage with one line and leaves no folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medical_matryoshka.atomic import output_dir, write_json
+from medical_matryoshka.config.sections import EvalConfig, ExportConfig, FrontierConfig, ModelConfig
+from medical_matryoshka.config.stage import StageConfig
+from medical_matryoshka.errors import PipelineError, require_input, run_main
+from medical_matryoshka.lifetime import die_with_parent
+from medical_matryoshka.models import load_model, weights_digest
+from medical_matryoshka.retrieval.frontier import frontier_table, score_with_frontier
+from medical_matryoshka.retrieval.scoring import RetrievalSet, load_retrieval_set
+from medical_matryoshka.serving.encoder import ExportedEncoder
+from medical_matryoshka.serving.export import export_model, model_bytes
+from medical_matryoshka.serving.verify import agreement
+
+
+def verify_sample(rs: RetrievalSet, n: int) -> list[str]:
+    """n real texts, half claims and half passages, the first by id (the same sample on every run)."""
+    queries = [rs.queries[k] for k in sorted(rs.queries)][: n // 2]
+    passages = [rs.corpus[k] for k in sorted(rs.corpus)][: n - len(queries)]
+    return queries + passages
+
+
+def check(cfg: ExportConfig, measured: dict[str, float], change: dict[str, dict[str, float]]) -> None:
+    route = f"{cfg.runtime} {cfg.weights}"
+    worst = max(("max_cosine_distance", "alone_vs_batched_max_cosine_distance", "padded_max_cosine_distance"),
+                key=measured.__getitem__)  # fmt: skip
+    if measured[worst] > cfg.tolerance:
+        hint = " or -S export.inference_precision=f32" if cfg.runtime == "openvino" else ""
+        raise PipelineError(
+            f"export: the {route} model is {measured[worst]:.4f} (1 - cos, {worst}) from torch float32, over "
+            f"export.max_cosine_distance.{cfg.weights} = {cfg.tolerance}; try the other runtime or weights{hint}"
+        )
+    losses = {dim: -row["float32"] for dim, row in change.items() if "float32" in row}
+    dim = max(losses, key=losses.__getitem__)
+    if losses[dim] > cfg.max_ndcg_loss:
+        raise PipelineError(
+            f"export: the {route} model's test NDCG@10 at {dim} is {losses[dim]:.4f} below torch's, over "
+            f"export.max_ndcg_loss = {cfg.max_ndcg_loss}; use weights=float, or raise the limit if that loss is fine"
+        )
+
+
+def main() -> None:
+    die_with_parent()
+    stage = StageConfig.load("export")
+    model_cfg, eval_cfg = stage.section(ModelConfig, "model"), stage.section(EvalConfig, "eval")
+    frontier_cfg, cfg = stage.section(FrontierConfig, "frontier"), stage.section(ExportConfig, "export")
+    paths = stage.paths
+
+    test_set = load_retrieval_set(Path(paths.prepared) / "test.json")
+    frontier_file = require_input(paths.frontier_metrics, "evaluate")
+    torch_frontier = json.loads(frontier_file.read_text(encoding="utf-8"))["finetuned"]
+    require_input(paths.model, "train", what="fine-tuned model ")
+    model = load_model(model_cfg.at(paths.model))
+
+    with stage.track() as run:
+        with output_dir(paths.exported) as out:
+            source = {"model": str(paths.model), "sha256": weights_digest(paths.model)}
+            export_model(model, out, cfg.runtime, cfg.weights, cfg.inference_precision, model_cfg.dims, source)
+            encoder = ExportedEncoder(out)
+            measured = agreement(model, encoder, verify_sample(test_set, cfg.verify_texts), eval_cfg.batch_size)
+            train_file = Path(paths.prepared) / "train.parquet"
+            _, exported = score_with_frontier(encoder, test_set, train_file, model_cfg.dims, eval_cfg, frontier_cfg)
+            change = {
+                dim: {p: exported[dim][p] - torch_frontier[dim][p] for p in row if p in torch_frontier.get(dim, {})}
+                for dim, row in exported.items()
+            }
+            check(cfg, measured, change)
+            size = model_bytes(out)
+        metrics = {
+            "model_mb": round(size / 2**20, 1),
+            "agreement": measured,
+            "exported": exported,
+            "torch": torch_frontier,
+            "change": change,
+        }
+        write_json(paths.export_metrics, metrics)
+        run.log_metrics({k: v for k, v in metrics.items() if k != "torch"})
+        run.set_tag("export.inference_precision", encoder.runtime_precision)
+        alone, padded = measured["alone_vs_batched_max_cosine_distance"], measured["padded_max_cosine_distance"]
+        print(
+            f"exported {paths.exported}: {cfg.runtime} {cfg.weights} ({encoder.runtime_precision} on this CPU), "
+            f"{metrics['model_mb']} MB; 1 - cos against torch float32 on {measured['texts']} texts: "
+            f"{measured['max_cosine_distance']:.2e} (alone vs batched {alone:.2e}, "
+            f"padded to 31/32/33 tokens {padded:.2e})"
+        )
+        print(frontier_table(exported, eval_cfg.primary_measure, f"exported ({cfg.runtime} {cfg.weights})"))
+        worst = min(v for row in change.values() for v in row.values())
+        print(f"NDCG@10 change against torch, the worst of every dim and precision: {worst:+.4f}")
+
+
+if __name__ == "__main__":
+    run_main(main)

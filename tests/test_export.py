@@ -153,3 +153,36 @@ def test_a_model_with_an_unknown_first_module_is_refused(tmp_path):
 
     with pytest.raises(PipelineError, match="first module is \\['Pooling'\\]: a Transformer is needed"):
         export_model(Fake([Pooling()]), tmp_path, "openvino", "float")
+
+
+def test_the_stage_refuses_a_route_outside_its_limits():
+    """stages.export.check: the worst of the three distances against export.max_cosine_distance[weights], and the
+    float32 NDCG@10 loss at any dim against export.max_ndcg_loss; each failure one line with the way out."""
+    import yaml
+
+    from medical_matryoshka.config.params import build
+    from medical_matryoshka.config.sections import ExportConfig
+    from stages.export import check
+    from tests.conftest import REPO
+
+    cfg = build(ExportConfig, yaml.safe_load((REPO / "params.yaml").read_text())["export"], "export.")
+    close = {"max_cosine_distance": 8e-5, "alone_vs_batched_max_cosine_distance": 5e-5}
+    close["padded_max_cosine_distance"] = 6e-5
+    same = {"d0032": {"float32": -0.0001, "int8": -0.02}, "d0384": {"float32": 0.0002, "int8": 0.0}}
+    check(cfg, close, same, 500)  # the default route as measured: passes (int8 vectors may lose more: not checked)
+    corrupt = {**close, "padded_max_cosine_distance": 0.37}
+    with pytest.raises(PipelineError) as err:
+        check(cfg, corrupt, same, 500)
+    assert str(err.value) == (
+        "export: the openvino float model is 0.3700 (1 - cos, padded_max_cosine_distance) from torch float32, over "
+        "export.max_cosine_distance.float = 0.001; try the other runtime or weights or "
+        "-S export.inference_precision=f32"
+    )
+    with pytest.raises(PipelineError) as err:
+        check(cfg, close, {**same, "d0032": {"float32": -0.006, "int8": 0.0}}, 20)
+    assert str(err.value) == (
+        "export: the openvino float model's test NDCG@10 at d0032 is 0.0060 below torch's, over export.max_ndcg_loss "
+        "= 0.005 (on 20 test queries one reordered pair moves it by up to 0.050); use "
+        "-S export.inference_precision=f32 (float32 arithmetic: torch's ranking, torch's speed), "
+        "or raise export.max_ndcg_loss if that loss is fine"
+    )

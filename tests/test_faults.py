@@ -273,8 +273,8 @@ def test_sigterm_to_dvc_stops_the_trainer_and_a_torn_checkpoint_does_not_block(r
     assert json.loads((repo / "metrics/train.json").read_text())["resumed_from_step"] > 0
     runs = {r.info.run_id: r for r in mlflow_runs(repo)}
     assert runs[killed.info.run_id].info.status == "KILLED"
-    statuses = {r.data.tags.get("stage"): r.info.status for r in list(runs.values())[:2]}
-    assert statuses == {"train": "FINISHED", "evaluate": "FINISHED"}
+    statuses = {r.data.tags.get("stage"): r.info.status for r in list(runs.values())[:3]}
+    assert statuses == {"train": "FINISHED", "evaluate": "FINISHED", "export": "FINISHED"}
     assert runs[killed.data.tags["mlflow.parentRunId"]].info.status == "FINISHED"  # the same params, now complete
     restore_and_check(repo)
 
@@ -375,14 +375,14 @@ def test_kill_9_then_a_rerun_leave_true_run_states_and_a_finished_parent_stays_f
     else:
         assert parent.info.status == "FINISHED"
 
-    run(["dvc", "repro", "-f", "-s", "evaluate"], repo)  # the same params again: a new parent
+    run(["dvc", "repro", "-f", "-s", "export"], repo)  # the same params again: a new parent (export is the last)
     runs = {r.info.run_id: r for r in mlflow_runs(repo)}
-    assert runs[parent.info.run_id].info.status == "FINISHED"  # swept, or finished by its evaluate
+    assert runs[parent.info.run_id].info.status == "FINISHED"  # swept, or finished by its export
     finished_at = runs[parent.info.run_id].info.end_time
     again = next(r for r in mlflow_runs(repo) if "mlflow.parentRunId" not in r.data.tags)
     assert again.info.run_name == f"{parent.info.run_name} (run 2)" and again.info.status == "FINISHED"
     assert open_runs(repo) == []
-    run(["dvc", "repro", "-f", "-s", "evaluate"], repo)
+    run(["dvc", "repro", "-f", "-s", "export"], repo)
     assert {r.info.run_id: r for r in mlflow_runs(repo)}[
         parent.info.run_id
     ].info.end_time == finished_at  # never reopened

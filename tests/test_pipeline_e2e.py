@@ -76,7 +76,10 @@ def tiny_repo(dest: Path, pubmedqa_dir: Path, tiny_model_dir: Path) -> Path:
     spec = {"defaults": [{"/train": "default"}, "_self_"], "model": model}  # as conf/model/minilm.yaml
     (dest / "conf/model/tiny.yaml").write_text("# @package _global_\n" + yaml.safe_dump(spec, sort_keys=False))
     cfg = dest / "conf/config.yaml"
-    cfg.write_text(cfg.read_text().replace("- model: minilm", "- model: tiny"))
+    # a random tiny model on 8 test queries: bf16 reorders near-ties and one pair is 0.125 of NDCG@10, so export
+    # in float32 arithmetic (the bf16 route is checked on real texts in test_export and the e2e clone)
+    text = cfg.read_text().replace("- model: minilm", "- model: tiny")
+    cfg.write_text(text.replace("inference_precision: auto", "inference_precision: f32"))
     set_yaml_keys(dest / "conf/data/pairs.yaml", max_docs=8)  # pubmedqa.yaml inherits it
     set_yaml_keys(dest / "conf/mining/default.yaml", range_max=5)
     run(["python", "-m", "commands.fetch_raw", "--from", str(pubmedqa_dir)], dest)
@@ -405,3 +408,28 @@ def test_corrupt_raw_file_stops_repro_with_one_line_and_no_output(clone, first_r
         assert not list((clone / "data").glob(".prepared.*"))
     finally:
         raw.write_bytes(original)
+
+
+def test_export_writes_a_verified_cpu_model(clone, first_repro):
+    """The export stage's folder encodes as the fine-tuned model does, and its metrics say by how much."""
+    from sentence_transformers import SentenceTransformer
+
+    from medical_matryoshka.serving.encoder import ExportedEncoder
+    from medical_matryoshka.serving.verify import cosine_distance
+
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    report = json.loads((clone / "metrics/export.json").read_text())
+    limit = params["export"]["max_cosine_distance"][params["export"]["weights"]]
+    assert report["agreement"]["texts"] > 0
+    for measure in ("max_cosine_distance", "alone_vs_batched_max_cosine_distance", "padded_max_cosine_distance"):
+        assert 0 <= report["agreement"][measure] <= limit
+    frontier = json.loads((clone / "metrics/frontier.json").read_text())["finetuned"]
+    assert report["torch"] == frontier and list(report["exported"]) == list(frontier)
+    for dim, row in report["exported"].items():
+        assert row["float32"] - frontier[dim]["float32"] >= -params["export"]["max_ndcg_loss"]
+        assert report["change"][dim]["int8"] == pytest.approx(row["int8"] - frontier[dim]["int8"])
+    texts = ["Aspirin lowers the risk of a second myocardial infarction.", "Statins."]
+    ours = ExportedEncoder(clone / "models/exported", truncate_dim=32).encode(texts)
+    torch_model = SentenceTransformer(str(clone / "models/finetuned"), device="cpu", truncate_dim=32)
+    assert cosine_distance(ours, torch_model.encode(texts, normalize_embeddings=True)).max() <= limit
+    assert "exported models/exported: openvino float" in first_repro.stdout

@@ -8,8 +8,9 @@ The graph holds the whole sentence-transformers model (transformer, pooling, eve
 it), so a vector equals `SentenceTransformer.encode(texts, normalize_embeddings=True)`; `truncate_dim` keeps the
 first components and renormalises them, as sentence-transformers does. encode_query / encode_document prepend
 the model's "query" / "document" prompt, as sentence-transformers' methods of those names do. The folder's
-export.json (written by serving.export) says which runtime, weights and inputs; this module imports only
-numpy, the tokenizer and that runtime, so a serving image needs neither torch nor sentence-transformers.
+export.json (written by serving.export) says which runtime, weights and inputs; this module uses only numpy,
+the tokenizer (transformers) and that runtime: no sentence-transformers, no torch model code (transformers
+still imports torch where it is installed; an image without torch was not tried).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import beir_qrels, many_to_many_rows, passage, write_beir
-from tests.test_pipeline_e2e import copy_worktree, run, set_yaml_keys
+from tests.test_pipeline_e2e import TEST_EXPORT_PRECISION, copy_worktree, run, set_yaml_keys
 
 pytestmark = pytest.mark.slow
 STAGES = ("prepare", "baseline", "mine", "train", "evaluate", "export")
@@ -26,6 +26,7 @@ def own_repo(tmp_path_factory) -> Path:
     dest = copy_worktree(tmp_path_factory.mktemp("own") / "repo")
     cfg = dest / "conf/config.yaml"
     cfg.write_text(cfg.read_text().replace("- data: pubmedqa", "- data: beir"))
+    set_yaml_keys(cfg, inference_precision=TEST_EXPORT_PRECISION)
     set_yaml_keys(dest / "conf/model/minilm.yaml", max_seq_length=64)
     set_yaml_keys(dest / "conf/mining/default.yaml", range_max=5)
     set_yaml_keys(dest / "conf/train/default.yaml", epochs=1, batch_size=4, matryoshka_weights="null")

@@ -21,6 +21,7 @@ from medical_matryoshka.lifetime import die_with_parent
 from medical_matryoshka.models import load_model, weights_digest
 from medical_matryoshka.retrieval.frontier import frontier_table, score_with_frontier
 from medical_matryoshka.retrieval.scoring import RetrievalSet, load_retrieval_set
+from medical_matryoshka.retrieval.tables import metric_change
 from medical_matryoshka.serving.encoder import ExportedEncoder
 from medical_matryoshka.serving.export import export_model, model_bytes
 from medical_matryoshka.serving.verify import agreement
@@ -80,10 +81,7 @@ def main() -> None:
             measured = agreement(model, encoder, verify_sample(test_set, cfg.verify_texts), eval_cfg.batch_size)
             train_file = Path(paths.prepared) / "train.parquet"
             _, exported = score_with_frontier(encoder, test_set, train_file, model_cfg.dims, eval_cfg, frontier_cfg)
-            change = {
-                dim: {p: exported[dim][p] - torch_frontier[dim][p] for p in row if p in torch_frontier.get(dim, {})}
-                for dim, row in exported.items()
-            }
+            change = metric_change(torch_frontier, exported)
             check(cfg, measured, change, len(test_set.queries))
             size = model_bytes(out)
         metrics = {

@@ -24,11 +24,10 @@ from typing import Any
 
 import torch
 
+from medical_matryoshka.config.sections import EXPORT_RUNTIMES, EXPORT_WEIGHTS
 from medical_matryoshka.errors import PipelineError
 from medical_matryoshka.serving.encoder import MANIFEST, TOKENIZER
 
-RUNTIMES = ("openvino", "onnx")
-WEIGHTS = ("float", "int8")
 GRAPH_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # in this order, those the tokenizer gives
 OUTPUT = "sentence_embedding"
 RUNTIME_PACKAGE = {"openvino": "openvino", "onnx": "onnxruntime"}
@@ -142,8 +141,8 @@ def export_model(
     """Write `model` to `folder` (an empty folder) for `runtime` with `weights`; returns the manifest
     (export.json). `dims`: the Matryoshka dims it was trained for; `source`: where it came from (folder, weights
     sha256), both recorded for loaders and the registry."""
-    if runtime not in RUNTIMES or weights not in WEIGHTS:
-        raise PipelineError(f"export: runtime must be one of {RUNTIMES} and weights one of {WEIGHTS}")
+    if runtime not in EXPORT_RUNTIMES or weights not in EXPORT_WEIGHTS:
+        raise PipelineError(f"export: runtime must be one of {EXPORT_RUNTIMES} and weights one of {EXPORT_WEIGHTS}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     modules = check_exportable(model)

@@ -213,9 +213,9 @@ def test_sigterm_to_dvc_stops_a_scoring_stage_too(repo):
     log = repo.parent / "sigterm-baseline.log"
     with log.open("w") as out:
         dvc = subprocess.Popen(["dvc", "repro", "baseline"], cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)
-    wait_for_running(repo, "baseline")  # main() is running: it has opened its MLflow run
-    stage = trainers_in(repo, "stages.baseline")
-    assert stage, "baseline did not start"
+    # Held as soon as it watches dvc, well before it writes: on the tiny test set scoring takes a fraction of a
+    # second, less than it takes to see its MLflow run open (CI once saw the stage finish inside that window).
+    stage = wait_for_watch(repo, "stages.baseline")
     for pid in stage:  # held, so it cannot finish on its own before the kill lands
         os.kill(pid, signal.SIGSTOP)
     dvc.send_signal(signal.SIGTERM)
@@ -283,6 +283,23 @@ def clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     return env
+
+
+def wait_for_watch(repo: Path, module: str, timeout: float = 300) -> list[int]:
+    """Pids of the `module` stage's processes (its shell too) as soon as the stage watches its launcher: from
+    die_with_parent() on, it holds a pidfd (lifetime._watch), so a kill of dvc after this must stop it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = trainers_in(repo, module)
+        for pid in pids:
+            try:
+                links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+            except OSError:  # exiting, or an fd closed while listed: look again
+                continue
+            if "anon_inode:[pidfd]" in links:
+                return pids
+        time.sleep(0.005)
+    raise AssertionError(f"{module} did not start watching its launcher")
 
 
 def wait_for_running(repo: Path, stage: str, timeout: float = 300) -> None:

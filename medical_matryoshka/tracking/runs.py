@@ -434,6 +434,20 @@ def launcher_pid() -> int:
     return launching_ancestors(os.getppid())[-1]
 
 
+def _create_experiment(client, experiment: str, uri: str) -> str:
+    """A new experiment's id; on a shared server another machine's first stage may create it at the same moment,
+    and then that one is used."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.create_experiment(experiment, artifact_location=artifact_root(uri), tags=TRAINING_EXPERIMENT)
+    except MlflowException as err:
+        exp = client.get_experiment_by_name(experiment)
+        if err.error_code != "RESOURCE_ALREADY_EXISTS" or exp is None:
+            raise
+        return exp.experiment_id
+
+
 def _open_runs(stage: str, params: Mapping[str, Any], experiment: str, all_params: Mapping[str, Any]) -> StageRun:
     """Find or create this execution's parent run, sweep orphaned runs, create the stage's run."""
     import mlflow
@@ -444,11 +458,7 @@ def _open_runs(stage: str, params: Mapping[str, Any], experiment: str, all_param
     mlflow.set_tracking_uri(uri)
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
-    exp_id = (
-        exp.experiment_id
-        if exp
-        else client.create_experiment(experiment, artifact_location=artifact_root(uri), tags=TRAINING_EXPERIMENT)
-    )
+    exp_id = exp.experiment_id if exp else _create_experiment(client, experiment, uri)
     dims = (all_params.get("model") or {}).get("dims") if isinstance(all_params.get("model"), Mapping) else None
     earlier = (exp.tags if exp else {}).get(SHARED_VIEW_TAG)
     view = shared_view(list(dims or []), earlier)

@@ -27,16 +27,8 @@ from medical_matryoshka.config.params import load_params, section
 from medical_matryoshka.config.sections import EvalConfig, ModelConfig, PathsConfig, TrackingConfig
 from medical_matryoshka.errors import PipelineError, run_main
 from medical_matryoshka.retrieval.tables import dim_label
-from medical_matryoshka.team.search import (
-    SPACE_FILE,
-    TrialFailed,
-    Worker,
-    check_knobs,
-    load_study,
-    parse_space,
-    report,
-    shown_url,
-)
+from medical_matryoshka.team.search import TrialFailed, Worker, load_study, report, shown_url
+from medical_matryoshka.team.space import SPACE_FILE, check_knobs, parse_space
 from medical_matryoshka.tracking.runs import tracking_uri
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"  # one machine; a team's is PostgreSQL (README "Working as a team")
@@ -66,7 +58,7 @@ def main() -> None:
     space = parse_space(data, str(args.space))
     params = load_params()
     check_knobs(space, params, Path("conf"), str(args.space))
-    study = load_study(space, args.storage)
+    study = load_study(space, args.storage, create=not args.report)
     if args.report:
         print(report(study, space))
         return

@@ -17,14 +17,8 @@ import yaml
 
 from medical_matryoshka.config.params import load_params
 from medical_matryoshka.errors import PipelineError
-from medical_matryoshka.team.search import (
-    SPACE_FILE,
-    TrialFailed,
-    check_knobs,
-    objective_keys,
-    parse_space,
-    report,
-)
+from medical_matryoshka.team.search import TrialFailed, objective_keys, report, shown_url
+from medical_matryoshka.team.space import SPACE_FILE, check_knobs, parse_space
 from tests.conftest import REPO
 from tests.test_pipeline_e2e import experiments, run, tiny_repo
 
@@ -102,6 +96,22 @@ def test_the_report_is_the_pareto_front_and_the_best_trial_per_objective():
     assert "best at d0384: trial 0 (recipes-000, 0.9000)" in text
     assert "best at d0032: trial 1 (recipes-001, 0.7800)" in text
     assert "4 trials (4 complete)" in text
+
+
+def test_a_study_with_other_objectives_or_none_is_one_line(tmp_path):
+    from medical_matryoshka.team.search import load_study
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with pytest.raises(PipelineError, match="no study 'recipes' in .*; a worker creates it when it starts"):
+        load_study(parse_space(committed_space()), url, create=False)
+    assert len(load_study(parse_space(committed_space()), url).directions) == 2
+    with pytest.raises(PipelineError, match="has 2 objective.* names 1 \\(full\\); name another study"):
+        load_study(parse_space({**committed_space(), "objectives": ["full"]}), url)
+
+
+def test_a_storage_url_is_shown_without_its_password():
+    assert shown_url("postgresql+psycopg://bob:s3cret@db:5432/optuna") == "postgresql+psycopg://bob:***@db:5432/optuna"
+    assert shown_url("postgresql+psycopg://bob@db/optuna") == "postgresql+psycopg://bob@db/optuna"
 
 
 def test_a_bad_space_file_stops_the_command_with_one_line(tmp_path):

@@ -80,6 +80,22 @@ def test_the_server_is_loopback_only_password_protected_and_serves_artifacts(tea
     assert list(Path(team.folder, "artifacts").rglob("plot.txt"))
     assert Path(client.download_artifacts(run_id, "plot.txt", str(tmp_path / "got"))).read_text() == "a plot"
 
+    stop(Path(team.folder))  # stopped (a reboot, say) and started again: the same addresses, the runs kept
+    assert not psycopg_answers(team.pg_port, team.passfile)
+    again = start(Path(team.folder))
+    assert (again.pg_port, again.tracking_uri) == (team.pg_port, team.tracking_uri)
+    assert MlflowClient(tracking_uri=again.tracking_uri).get_run(run_id).info.artifact_uri == uri
+
+
+def psycopg_answers(port: int, passfile: Path) -> bool:
+    import psycopg
+
+    try:
+        psycopg.connect(host="127.0.0.1", port=port, user=USER, dbname="postgres", passfile=str(passfile)).close()
+        return True
+    except psycopg.OperationalError:
+        return False
+
 
 SPACE = {
     "study": f"team-{os.getpid()}",

@@ -1,4 +1,4 @@
-"""A search over recipes whose trials are DVC experiments: an Optuna study (ask, run, tell) where each trial is
+"""A search over recipes whose trials are DVC experiments: an Optuna study (Study.optimize) where each trial is
 `dvc exp run --temp -n <study>-<number> -S knob=value ...` in this clone.
 
 The study lives in Optuna's storage (RDB: PostgreSQL for a team), so workers started on several machines with
@@ -22,158 +22,20 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medical_matryoshka.errors import Interrupted, PipelineError
 from medical_matryoshka.lifetime import parent_death_signal
+from medical_matryoshka.team.space import SearchSpace, override_text
 
-SPACE_FILE = "conf/search.yaml"
-TYPES = ("float", "int", "categorical")
-SAMPLERS = ("tpe", "nsga2", "random")
-PRUNERS = ("median", "threshold", "none")
 TRIAL_LOGS = ".cache/search"  # one <experiment>.log per trial: what its `dvc exp run` printed
 STOP_SECONDS = 60.0  # a stopped trial's dvc gets this long to end its stages (runs KILLED) before SIGKILL
 
 
 class TrialFailed(Exception):
     """A trial's `dvc exp run` failed: the study marks it FAIL and the search goes on."""
-
-
-@dataclass(frozen=True)
-class Knob:
-    name: str  # a `-S` key exactly as `dvc exp run -S` takes it: lr, train.matryoshka_weights, model (a group)
-    type: str
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: tuple = ()
-
-    def suggest(self, trial) -> Any:
-        if self.type == "float":
-            return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
-        if self.type == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
-        return trial.suggest_categorical(self.name, list(self.choices))
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    study: str
-    trials: int
-    objectives: tuple[str, ...]
-    knobs: tuple[Knob, ...]
-    sampler: Mapping[str, Any] = field(default_factory=dict)
-    pruner: Mapping[str, Any] = field(default_factory=dict)
-    fixed: tuple[str, ...] = ()  # `-S key=value` every trial takes (e.g. profile=smoke)
-
-
-def _bad(where: str, what: str) -> PipelineError:
-    return PipelineError(f"{where}: {what}")
-
-
-def parse_space(data: Any, where: str = SPACE_FILE) -> SearchSpace:
-    """The search from conf/search.yaml's mapping, checked: one line naming the key for anything wrong."""
-    if not isinstance(data, dict):
-        raise _bad(where, "must be a mapping with study, trials, objectives and space")
-    unknown = sorted(set(data) - {"study", "trials", "objectives", "space", "sampler", "pruner", "fixed"})
-    if unknown:
-        raise _bad(where, f"unknown key(s) {unknown} (known: study, trials, objectives, space, sampler, pruner, fixed)")
-    study = str(data.get("study", ""))
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", study):
-        raise _bad(
-            where, f"study must be a name of letters, digits, '.', '_' or '-' (it names DVC experiments), got {study!r}"
-        )
-    trials = data.get("trials")
-    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
-        raise _bad(where, f"trials must be a positive integer (the study's total over all workers), got {trials!r}")
-    objectives = data.get("objectives")
-    if isinstance(objectives, str):
-        objectives = [objectives]
-    if (
-        not isinstance(objectives, list)
-        or not 1 <= len(objectives) <= 2
-        or not all(o in ("full", "smallest") or re.fullmatch(r"d\d{4}", str(o)) for o in objectives)
-    ):
-        raise _bad(
-            where, f"objectives must be one or two of full, smallest or a summary key like d0128, got {objectives!r}"
-        )
-    if len(set(objectives)) != len(objectives):
-        raise _bad(where, f"objectives repeat: {objectives}")
-    space = data.get("space")
-    if not isinstance(space, dict) or not space:
-        raise _bad(where, "space must map each knob (a `dvc exp run -S` key) to its range or choices")
-    knobs = tuple(_knob(str(name), spec, f"{where}: space.{name}") for name, spec in space.items())
-    sampler = data.get("sampler") or {}
-    if not isinstance(sampler, dict) or sampler.get("type", "tpe") not in SAMPLERS:
-        raise _bad(where, f"sampler.type must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    pruner = data.get("pruner") or {}
-    if not isinstance(pruner, dict) or pruner.get("type", "none") not in PRUNERS:
-        raise _bad(where, f"pruner.type must be one of {', '.join(PRUNERS)}, got {pruner!r}")
-    fixed = data.get("fixed") or []
-    if not isinstance(fixed, list) or not all(isinstance(f, str) and "=" in f for f in fixed):
-        raise _bad(where, f"fixed must be a list of key=value overrides, got {fixed!r}")
-    return SearchSpace(study, trials, tuple(objectives), knobs, dict(sampler), dict(pruner), tuple(fixed))
-
-
-def _knob(name: str, spec: Any, where: str) -> Knob:
-    if not isinstance(spec, dict) or spec.get("type") not in TYPES:
-        raise PipelineError(f"{where}: needs type: {' | '.join(TYPES)}, got {spec!r}")
-    kind = spec["type"]
-    extra = sorted(set(spec) - {"type", "low", "high", "log", "step", "choices"})
-    if extra:
-        raise PipelineError(f"{where}: unknown key(s) {extra}")
-    if kind == "categorical":
-        choices = spec.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise PipelineError(f"{where}: a categorical knob needs a non-empty list of choices")
-        # Optuna stores choices as scalars; a list value (matryoshka weights) is written as its -S text
-        return Knob(
-            name, kind, choices=tuple(c if not isinstance(c, list | dict) else _override_text(c) for c in choices)
-        )
-    low, high = spec.get("low"), spec.get("high")
-    number = (int,) if kind == "int" else (int, float)
-    if not all(isinstance(v, number) and not isinstance(v, bool) for v in (low, high)) or not low < high:
-        raise PipelineError(f"{where}: a {kind} knob needs low < high ({kind} values), got low={low!r} high={high!r}")
-    log = bool(spec.get("log", False))
-    if log and low <= 0:
-        raise PipelineError(f"{where}: a log-uniform range needs low > 0, got {low!r}")
-    return Knob(name, kind, float(low), float(high), log, spec.get("step"))
-
-
-def _override_text(value: Any) -> str:
-    if isinstance(value, list):
-        return "[" + ",".join(_override_text(v) for v in value) + "]"
-    if value is None:
-        return "null"
-    return str(value)
-
-
-def check_knobs(space: SearchSpace, params: Mapping[str, Any], conf: Path, where: str = SPACE_FILE) -> None:
-    """Every knob must be a key of params.yaml or a config group of conf/: DVC reruns nothing for a key no stage
-    declares, so a typo would give every trial the baseline's numbers."""
-    from medical_matryoshka.tracking.runs import flatten
-
-    keys = set(flatten(params))
-    groups = {p.name: {f.stem for f in p.glob("*.yaml")} for p in conf.iterdir() if p.is_dir()}
-    for knob in space.knobs:
-        if knob.name in groups:
-            unknown = (
-                [c for c in knob.choices if str(c) not in groups[knob.name]] if knob.type == "categorical" else ["?"]
-            )
-            if unknown:
-                raise PipelineError(
-                    f"{where}: space.{knob.name}: a config group takes categorical choices among "
-                    f"{sorted(groups[knob.name])}, got {list(knob.choices) or knob.type}"
-                )
-        elif knob.name not in keys:
-            raise PipelineError(
-                f"{where}: space.{knob.name} is not a key of params.yaml nor a config group in {conf}/ "
-                "(DVC would rerun nothing and every trial would score the baseline); use a -S key as "
-                "`dvc exp run` takes it, e.g. lr or train.matryoshka_weights"
-            )
 
 
 def objective_keys(space: SearchSpace, summary: Mapping[str, float]) -> list[str]:
@@ -228,35 +90,44 @@ def storage(url: str):
     return optuna.storages.RDBStorage(url, heartbeat_interval=20, grace_period=90)
 
 
-def load_study(space: SearchSpace, url: str, attempts: int = 5):
-    """The study (created by the first worker). Workers started at the same moment on a new storage race to
-    create Optuna's tables: the loser's IntegrityError is retried."""
+def load_study(space: SearchSpace, url: str, create: bool = True, attempts: int = 5):
+    """The study (created by the first worker unless `create` is off). Workers started at the same moment on a
+    new storage race to create Optuna's tables: the loser's IntegrityError is retried."""
     import optuna
     from sqlalchemy.exc import IntegrityError, OperationalError
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial: our one line, not its traceback
+    shown = shown_url(url)
     for attempt in range(attempts):
         try:
-            return optuna.create_study(
-                storage=storage(url),
-                study_name=space.study,
-                directions=["maximize"] * len(space.objectives),
-                sampler=make_sampler(space),
-                pruner=make_pruner(space),
-                load_if_exists=True,
-            )
-        except ValueError as err:  # a study of this name with other directions
-            raise PipelineError(f"study '{space.study}' in {shown_url(url)}: {err}") from None
+            if create:
+                study = optuna.create_study(
+                    storage=storage(url),
+                    study_name=space.study,
+                    directions=["maximize"] * len(space.objectives),
+                    sampler=make_sampler(space),
+                    pruner=make_pruner(space),
+                    load_if_exists=True,
+                )
+            else:
+                study = optuna.load_study(study_name=space.study, storage=storage(url))
+            break
+        except KeyError:
+            raise PipelineError(f"no study '{space.study}' in {shown}; a worker creates it when it starts") from None
         except IntegrityError:
             if attempt == attempts - 1:
                 raise
             time.sleep(1.0 + attempt)
         except OperationalError as err:
             first = str(err.orig or err).strip().splitlines()[0]
-            raise PipelineError(
-                f"study storage {shown_url(url)} is unreachable ({first}); start it or pass --storage"
-            ) from None
-    raise AssertionError("unreachable")
+            raise PipelineError(f"study storage {shown} is unreachable ({first}); start it or pass --storage") from None
+    if len(study.directions) != len(space.objectives):
+        raise PipelineError(
+            f"study '{space.study}' in {shown} has {len(study.directions)} objective(s) and the search space "
+            f"names {len(space.objectives)} ({', '.join(space.objectives)}); name another study (--study) or "
+            "keep its objectives"
+        )
+    return study
 
 
 def shown_url(url: str) -> str:
@@ -299,7 +170,7 @@ class Worker:
         return f"{self.space.study}-{trial.number:03d}"
 
     def command(self, trial, values: Mapping[str, Any]) -> list[str]:
-        sets = [f"{k}={_override_text(v)}" for k, v in values.items()]
+        sets = [f"{k}={override_text(v)}" for k, v in values.items()]
         return [
             "dvc",
             "exp",
@@ -315,9 +186,10 @@ class Worker:
         name = self.name(trial)
         trial.set_user_attr("experiment", name)
         trial.set_user_attr("host", os.uname().nodename)
+        trial.set_user_attr("clone", str(self.repo))
         log_file = self.repo / TRIAL_LOGS / f"{name}.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        shown = " ".join(f"{k}={_override_text(v)}" for k, v in values.items())
+        shown = " ".join(f"{k}={override_text(v)}" for k, v in values.items())
         print(f"trial {trial.number}: {name}  {shown}  (log: {log_file.relative_to(self.repo)})", flush=True)
         started = time.monotonic()
         state = "FAIL"
@@ -462,23 +334,6 @@ def _error_line(log_file: Path) -> str:
     return errors[-1] if errors else _last_line(text)
 
 
-def trial_rows(study) -> list[dict[str, Any]]:
-    from optuna.trial import TrialState
-
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        rows.append({
-            "trial": t.number,
-            "state": t.state.name,
-            "experiment": t.user_attrs.get("experiment", ""),
-            "host": t.user_attrs.get("host", ""),
-            "values": list(t.values) if t.state == TrialState.COMPLETE and t.values else None,
-            "params": dict(t.params),
-            "error": t.user_attrs.get("error"),
-        })  # fmt: skip
-    return rows
-
-
 def front(study) -> list:
     """The Pareto front (multi-objective) or the best trial (one objective); [] before any trial completes."""
     from optuna.trial import TrialState
@@ -509,13 +364,12 @@ def report(study, space: SearchSpace) -> str:
     table = [header]
     for t in sorted(best, key=lambda t: -t.values[0]):
         table.append([str(t.number), t.user_attrs.get("experiment", ""), *(f"{v:.4f}" for v in t.values),
-                      *(_override_text(t.params.get(n, "")) if not isinstance(t.params.get(n), float)
+                      *(override_text(t.params.get(n, "")) if not isinstance(t.params.get(n), float)
                         else f"{t.params[n]:.3g}" for n in names)])  # fmt: skip
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in table]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table]
     for i, key in enumerate(keys):
         top = max(best, key=lambda t: t.values[i])
         lines.append(f"best at {key}: trial {top.number} ({top.user_attrs.get('experiment', '')}, {top.values[i]:.4f})")
-    pick = best[0].user_attrs.get("experiment", "<experiment>")
-    lines.append(f"take one: dvc exp apply {pick} && dvc pull   (from another clone: dvc exp pull origin {pick} first)")
+    lines.append("take one: dvc exp apply <experiment> && dvc pull   (in another clone: dvc exp pull origin first)")
     return "\n".join(lines)

@@ -142,10 +142,11 @@ def start(folder: Path, pg_port: int | None = None, mlflow_port: int | None = No
     """PostgreSQL in <folder>/postgres (initdb the first time), the databases, and the MLflow server with its
     artifacts in <folder>/artifacts. A folder whose server is already running is left as it is."""
     folder = folder.resolve()
-    if (folder / STATE).is_file():
+    if (folder / STATE).is_file():  # started before: the same ports again (after a reboot, say), unless told
         server = read_state(folder)
         if _pg_running(folder / "postgres") and _answers(server.tracking_uri):
             return server
+        pg_port, mlflow_port = pg_port or server.pg_port, mlflow_port or server.mlflow_port
     folder.mkdir(parents=True, exist_ok=True)
     as_pg = _as_postgres()
     if as_pg:

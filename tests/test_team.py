@@ -87,6 +87,16 @@ def test_the_server_is_loopback_only_password_protected_and_serves_artifacts(tea
     assert MlflowClient(tracking_uri=again.tracking_uri).get_run(run_id).info.artifact_uri == uri
 
 
+def test_as_root_a_folder_postgres_cannot_reach_is_one_line_and_nothing_is_made(team, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("PostgreSQL runs as the user itself when not started by root: nothing to refuse")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o700)
+    with pytest.raises(PipelineError, match=r"the `postgres` user cannot enter /\S* \(mode 700\)"):
+        start(locked / "server")
+    assert list(locked.iterdir()) == []
+
+
 def psycopg_answers(port: int, passfile: Path) -> bool:
     import psycopg
 

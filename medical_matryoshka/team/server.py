@@ -89,8 +89,8 @@ def _reachable_by_postgres(path: Path) -> None:
     """As root, every folder above the data folder must let the `postgres` user through."""
     if os.geteuid() != 0:
         return
-    for folder in path.resolve().parents:
-        if not os.stat(folder).st_mode & 0o001:
+    for folder in [*reversed(path.resolve().parents), path.resolve()]:
+        if folder.exists() and not os.stat(folder).st_mode & 0o001:
             raise PipelineError(
                 f"{path}: the `{SYSTEM_USER}` user cannot enter {folder} (mode {oct(os.stat(folder).st_mode)[-3:]}), "
                 "and PostgreSQL runs as that user when started by root; choose a folder it can reach, e.g. under "
@@ -147,10 +147,10 @@ def start(folder: Path, pg_port: int | None = None, mlflow_port: int | None = No
         if _pg_running(folder / "postgres") and _answers(server.tracking_uri):
             return server
         pg_port, mlflow_port = pg_port or server.pg_port, mlflow_port or server.mlflow_port
-    folder.mkdir(parents=True, exist_ok=True)
     as_pg = _as_postgres()
     if as_pg:
         _reachable_by_postgres(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     data, passfile = folder / "postgres", folder / "pgpass"
     pg_port = pg_port or free_port()
     if not (data / "PG_VERSION").is_file():
@@ -193,8 +193,7 @@ def start(folder: Path, pg_port: int | None = None, mlflow_port: int | None = No
             **as_pg,
         )
     env = {**os.environ, "PGPASSFILE": str(passfile)}
-    os.environ["PGPASSFILE"] = str(passfile)
-    _create_databases(pg_port)
+    _create_databases(pg_port, passfile)
     mlflow_port = mlflow_port or free_port()
     server = Server(str(folder), pg_port, mlflow_port, 0)
     (folder / "artifacts").mkdir(exist_ok=True)
@@ -236,11 +235,12 @@ def _answers(uri: str) -> bool:
         return False
 
 
-def _create_databases(pg_port: int) -> None:
+def _create_databases(pg_port: int, passfile: Path) -> None:
     import psycopg
 
     try:
-        with psycopg.connect(host="127.0.0.1", port=pg_port, user=USER, dbname="postgres", autocommit=True) as conn:
+        login = {"host": "127.0.0.1", "port": pg_port, "user": USER, "passfile": str(passfile)}
+        with psycopg.connect(dbname="postgres", autocommit=True, **login) as conn:
             have = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
             for name in DATABASES:
                 if name not in have:

@@ -28,7 +28,7 @@ from medical_matryoshka.config.sections import EvalConfig, ModelConfig, PathsCon
 from medical_matryoshka.errors import PipelineError, run_main
 from medical_matryoshka.retrieval.tables import dim_label
 from medical_matryoshka.team.search import TrialFailed, Worker, load_study, report, shown_url
-from medical_matryoshka.team.space import SPACE_FILE, check_knobs, parse_space
+from medical_matryoshka.team.space import SPACE_FILE, check_knobs, objective_dim, parse_space
 from medical_matryoshka.tracking.runs import tracking_uri
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"  # one machine; a team's is PostgreSQL (README "Working as a team")
@@ -70,9 +70,8 @@ def main() -> None:
     model, eval_cfg = section(ModelConfig, params, "model"), section(EvalConfig, params, "eval")
     label = eval_cfg.primary_measure.replace("@", "")
 
-    def dev_metric(objective: str) -> str:
-        dim = max(model.dims) if objective == "full" else min(model.dims) if objective == "smallest" else objective
-        return f"{dim_label(dim)}.dev_{label}"
+    def dev_metric(objective: str) -> str:  # the train stage's dev curve on the parent run: d0384.dev_ndcg10
+        return f"{dim_label(objective_dim(objective, list(model.dims)))}.dev_{label}"
 
     from mlflow import MlflowClient
 

@@ -18,7 +18,7 @@ import yaml
 from medical_matryoshka.config.params import load_params
 from medical_matryoshka.errors import PipelineError
 from medical_matryoshka.team.search import TrialFailed, objective_keys, report, shown_url
-from medical_matryoshka.team.space import SPACE_FILE, check_knobs, parse_space
+from medical_matryoshka.team.space import SPACE_FILE, check_knobs, objective_dim, parse_space
 from tests.conftest import REPO
 from tests.test_pipeline_e2e import experiments, run, tiny_repo
 
@@ -73,6 +73,7 @@ def test_full_and_smallest_are_the_largest_and_smallest_dims_of_the_summary():
     summary = {"d0032": 0.7, "d0384": 0.9, "d0128": 0.8}
     assert objective_keys(space, summary) == ["d0384", "d0032"]
     assert objective_keys(parse_space({**committed_space(), "objectives": ["d0128"]}), summary) == ["d0128"]
+    assert [objective_dim(o, [384, 128, 32]) for o in ("full", "smallest", "d0128")] == [384, 32, 128]
     with pytest.raises(TrialFailed, match="no d0064"):
         objective_keys(parse_space({**committed_space(), "objectives": ["d0064"]}), summary)
 

@@ -28,7 +28,8 @@ from typing import Any
 
 from medical_matryoshka.errors import Interrupted, PipelineError
 from medical_matryoshka.lifetime import parent_death_signal
-from medical_matryoshka.team.space import SearchSpace, override_text
+from medical_matryoshka.retrieval.tables import dim_label
+from medical_matryoshka.team.space import SearchSpace, objective_dim, override_text
 
 TRIAL_LOGS = ".cache/search"  # one <experiment>.log per trial: what its `dvc exp run` printed
 STOP_SECONDS = 60.0  # a stopped trial's dvc gets this long to end its stages (runs KILLED) before SIGKILL
@@ -40,14 +41,16 @@ class TrialFailed(Exception):
 
 def objective_keys(space: SearchSpace, summary: Mapping[str, float]) -> list[str]:
     """metrics/summary.json keys of the objectives: `full` is the largest dim, `smallest` the smallest."""
-    dims = sorted((k for k in summary if re.fullmatch(r"d\d{4}", k)), key=lambda k: int(k[1:]))
+    dims = sorted(int(k[1:]) for k in summary if re.fullmatch(r"d\d{4}", k))
     if not dims:
         raise TrialFailed(f"metrics/summary.json holds no dims ({sorted(summary)})")
     keys = []
     for name in space.objectives:
-        key = dims[-1] if name == "full" else dims[0] if name == "smallest" else name
+        key = dim_label(objective_dim(name, dims))
         if key not in summary:
-            raise TrialFailed(f"objective {name}: metrics/summary.json has no {key} (it has {', '.join(dims)})")
+            raise TrialFailed(
+                f"objective {name}: metrics/summary.json has no {key} (it has {', '.join(map(dim_label, dims))})"
+            )
         keys.append(key)
     return keys
 

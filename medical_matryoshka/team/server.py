@@ -108,11 +108,8 @@ def _run(cmd: list[str], what: str, **kwargs) -> None:
 def _wait_for_health(uri: str, pid: int, log: Path, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                return
-        except OSError:
-            pass
+        if _answers(uri):
+            return
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:

@@ -151,3 +151,8 @@ def check_knobs(space: SearchSpace, params: Mapping[str, Any], conf: Path, where
                 "(DVC would rerun nothing and every trial would score the baseline); use a -S key as "
                 "`dvc exp run` takes it, e.g. lr or train.matryoshka_weights"
             )
+
+
+def objective_dim(name: str, dims: list[int]) -> int:
+    """The dim an objective names: `full` the largest of `dims`, `smallest` the smallest, dNNNN the dim NNNN."""
+    return max(dims) if name == "full" else min(dims) if name == "smallest" else int(name[1:])

@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from benchmarks.common import banner, eval_setup
-from medical_matryoshka.models import load_model
+from medical_matryoshka.core.models import load_model
 from medical_matryoshka.retrieval.scoring import EncodedSet, make_evaluator, metrics_by_dim, rank_corpus
 
 K = 10

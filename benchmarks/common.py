@@ -69,8 +69,8 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -
 
 def eval_setup(test_file: str | Path | None = None):
     """(model config, eval config, paths, test retrieval set) of the checkout's params.yaml."""
-    from medical_matryoshka.config.params import load_params, section
-    from medical_matryoshka.config.sections import EvalConfig, ModelConfig, PathsConfig
+    from medical_matryoshka.core.params import load_params, section
+    from medical_matryoshka.core.sections import EvalConfig, ModelConfig, PathsConfig
     from medical_matryoshka.retrieval.scoring import load_retrieval_set
 
     params = load_params()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from benchmarks.common import banner, eval_setup, median, timed
-from medical_matryoshka.models import load_model
+from medical_matryoshka.core.models import load_model
 
 
 def token_counts(model, texts: list[str]) -> list[int]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from benchmarks.common import banner, eval_setup, median, timed
-from medical_matryoshka.models import load_model
+from medical_matryoshka.core.models import load_model
 from medical_matryoshka.retrieval.scoring import make_evaluator, score_all_dims
 
 TOLERANCE = 1e-6

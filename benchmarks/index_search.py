@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import banner
-from medical_matryoshka.config.params import load_params, section
-from medical_matryoshka.config.sections import ModelConfig, PathsConfig
-from medical_matryoshka.errors import PipelineError, run_main
+from medical_matryoshka.core.errors import PipelineError, run_main
+from medical_matryoshka.core.params import load_params, section
+from medical_matryoshka.core.sections import ModelConfig, PathsConfig
 
 STORED = ("float32", "int8", "binary")  # what an index stores; binary_rescore stores binary
 CHUNK = 100_000  # vectors drawn at a time (float64 temporaries stay small)
@@ -41,7 +41,7 @@ CHUNK = 100_000  # vectors drawn at a time (float64 temporaries stay small)
 
 def component_stats(model_dir: str, train_file: Path, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of each component of the model's embeddings of the training split."""
-    from medical_matryoshka.models import load_model
+    from medical_matryoshka.core.models import load_model
     from medical_matryoshka.retrieval.frontier import calibration_embeddings
 
     params = load_params()
@@ -165,7 +165,7 @@ def main() -> None:
     if args.n < max(args.nlist * 39, args.k):  # faiss's k-means wants >= 39 points per list
         raise PipelineError(f"--n {args.n} is too small for --nlist {args.nlist}; use --n >= {args.nlist * 39}")
     model_dir = args.model or paths.model
-    from medical_matryoshka.errors import require_input
+    from medical_matryoshka.core.errors import require_input
 
     require_input(model_dir, "train", what="fine-tuned model ")
     banner()

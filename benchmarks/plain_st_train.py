@@ -9,7 +9,7 @@ to find an offline model install (model=mpnet: `model.install`).
 
 --test also scores the trained model on the prepared test set with the stock evaluator, one
 InformationRetrievalEvaluator per dimension fed the corpus encoded once (NDCG@10 by dim in <out>/train.json):
-the plain fine-tune a user would compare the pipeline with (README "Your own data").
+the plain fine-tune a user would compare the pipeline with (docs/own-data.md).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def main() -> None:
     dims = m["dims"]
 
     if m.get("install"):  # model=mpnet: the offline copy of commands.install_model
-        from medical_matryoshka.offline_models import installed_path
+        from medical_matryoshka.core.offline_models import installed_path
 
         name = str(installed_path(m["install"]))
     elif m.get("embedded_package"):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.common import banner, eval_setup
-from medical_matryoshka.models import load_model
+from medical_matryoshka.core.models import load_model
 from medical_matryoshka.retrieval.scoring import score_all_dims
 from medical_matryoshka.training.data import training_texts
 from medical_matryoshka.training.rotation import add_pca_rotation

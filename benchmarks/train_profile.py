@@ -47,8 +47,8 @@ def profile_steps(params: dict, warmup: int, steps: int):
     import torch
     from transformers import TrainerCallback
 
-    from medical_matryoshka.config.params import section
-    from medical_matryoshka.config.sections import EvalConfig, ModelConfig, PathsConfig, train_config
+    from medical_matryoshka.core.params import section
+    from medical_matryoshka.core.sections import EvalConfig, ModelConfig, PathsConfig, train_config
     from medical_matryoshka.training.data import read_training_data
     from medical_matryoshka.training.runtime import machine_precision
     from medical_matryoshka.training.trainer import base_model, build_trainer

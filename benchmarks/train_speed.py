@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.common import banner, eval_setup, isolated_stage_run, run_measured
-from medical_matryoshka.models import load_model
+from medical_matryoshka.core.models import load_model
 from medical_matryoshka.retrieval.scoring import score_all_dims
 
 ROOT = Path.cwd()  # the checkout the benchmark runs in (its params.yaml, data and stages/)

@@ -17,11 +17,11 @@ import argparse
 import json
 from pathlib import Path
 
-from medical_matryoshka.atomic import write_json
 from medical_matryoshka.card import REF, card_diff, card_views, parse_card, write_card_ref
-from medical_matryoshka.config.params import load_params, section
-from medical_matryoshka.config.sections import EvalConfig, PathsConfig
-from medical_matryoshka.errors import require_input, run_main
+from medical_matryoshka.core.atomic import write_json
+from medical_matryoshka.core.errors import require_input, run_main
+from medical_matryoshka.core.params import load_params, section
+from medical_matryoshka.core.sections import EvalConfig, PathsConfig
 
 
 def main() -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from medical_matryoshka.config.compose import compose
-from medical_matryoshka.config.params import PARAMS_FILE
-from medical_matryoshka.errors import run_main
+from medical_matryoshka.compose import compose
+from medical_matryoshka.core.errors import run_main
+from medical_matryoshka.core.params import PARAMS_FILE
 
 
 def main() -> None:

@@ -15,11 +15,11 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from medical_matryoshka.config.compose import compose
-from medical_matryoshka.config.params import load_params, section
-from medical_matryoshka.config.sections import DataConfig
+from medical_matryoshka.compose import compose
+from medical_matryoshka.core.errors import PipelineError, run_main
+from medical_matryoshka.core.params import load_params, section
+from medical_matryoshka.core.sections import DataConfig
 from medical_matryoshka.data.fetch import fetch
-from medical_matryoshka.errors import PipelineError, run_main
 
 
 def main() -> None:

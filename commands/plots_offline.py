@@ -18,7 +18,7 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from medical_matryoshka.errors import PipelineError, run_main
+from medical_matryoshka.core.errors import PipelineError, run_main
 
 # The versions dvc-render's page uses, each with the SHA-512 the npm registry publishes for its tarball.
 LIBRARIES = {

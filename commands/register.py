@@ -11,12 +11,12 @@ Load it anywhere the tracking server is reachable:
     mlflow.sentence_transformers.load_model("models:/medical-matryoshka/1").encode(["a claim"])
 
 The exported model (stage `export`: OpenVINO or ONNX Runtime, no torch at serving time) instead, as an MLflow
-pyfunc that `mlflow models serve` answers embedding requests with (README "Serving on CPU"):
+pyfunc that `mlflow models serve` answers embedding requests with (docs/deployment.md):
 
     python -m commands.register --dim 256 --exported               # models/exported, tagged runtime / weights
     mlflow models serve -m models:/medical-matryoshka/2 --env-manager local -h 127.0.0.1 -p 5001
 
-Which --dim: metrics/frontier.json and plots/frontier.png (README "Which dimension and precision to deploy").
+Which --dim: metrics/frontier.json and plots/frontier.png (docs/deployment.md).
 The tracking store is $MLFLOW_TRACKING_URI or the repository's sqlite:///mlflow.db, as for the stages.
 """
 
@@ -26,12 +26,12 @@ import argparse
 from importlib.metadata import version
 from pathlib import Path
 
-from medical_matryoshka.config.params import load_params, section
-from medical_matryoshka.config.sections import ModelConfig, PathsConfig, TrackingConfig
-from medical_matryoshka.errors import PipelineError, require_input, run_main
-from medical_matryoshka.models import MODEL_TAG, weights_digest
+from medical_matryoshka.core.errors import PipelineError, require_input, run_main
+from medical_matryoshka.core.models import MODEL_TAG, weights_digest
+from medical_matryoshka.core.params import load_params, section
+from medical_matryoshka.core.sections import ModelConfig, PathsConfig, TrackingConfig
+from medical_matryoshka.core.tracking.store import tracking_uri
 from medical_matryoshka.serving.encoder import ExportError, read_manifest
-from medical_matryoshka.tracking.runs import tracking_uri
 
 # What the logged model needs to load: pinned like pyproject.toml, so MLflow does not infer them (slow).
 REQUIREMENTS = ("sentence-transformers", "transformers", "torch")

@@ -1,4 +1,4 @@
-"""Regenerate the README's pictures: the MLflow UI comparing a sweep's runs, and `dvc plots show`'s page.
+"""Regenerate the docs' pictures (docs/images/): the MLflow UI comparing a sweep's runs, and `dvc plots show`'s page.
 
     python -m commands.screenshots            # the 3 latest pipeline runs (parents) side by side
     python -m commands.screenshots --runs 5   # or more
@@ -15,20 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from medical_matryoshka.config.params import load_params, section
-from medical_matryoshka.config.sections import TrackingConfig
-from medical_matryoshka.errors import PipelineError, run_main
-from medical_matryoshka.tracking.runs import PIPELINE_TAG, tracking_uri
+from medical_matryoshka.core.errors import PipelineError, run_main
+from medical_matryoshka.core.params import load_params, section
+from medical_matryoshka.core.sections import TrackingConfig
+from medical_matryoshka.core.tracking.identity import PIPELINE_TAG
+from medical_matryoshka.core.tracking.store import tracking_uri
+from medical_matryoshka.team.server import serve_mlflow
 
 OUT = Path("docs/images")
 
@@ -94,13 +93,6 @@ def plots_page(page, html: Path, image: Path) -> None:
     print(f"wrote {image}")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (for a local server, or a dead one)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def sweep_parents(uri: str, experiment: str, count: int) -> tuple[str, list[str]]:
     """The experiment's id and its `count` latest finished pipeline (parent) runs. An experiment whose params
     an earlier run had is restored from DVC's run cache and runs no stage, so it adds no run: the earlier
@@ -110,7 +102,9 @@ def sweep_parents(uri: str, experiment: str, count: int) -> tuple[str, list[str]
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        raise PipelineError(f"no MLflow experiment '{experiment}' in {uri}; run a sweep first (see the README)")
+        raise PipelineError(
+            f"no MLflow experiment '{experiment}' in {uri}; run a sweep first (docs/reading-results.md)"
+        )
     runs = client.search_runs(
         [exp.experiment_id],
         filter_string=f"attributes.status = 'FINISHED' and tags.{PIPELINE_TAG} LIKE '%'",
@@ -120,25 +114,6 @@ def sweep_parents(uri: str, experiment: str, count: int) -> tuple[str, list[str]
     if len(runs) < 2:
         raise PipelineError(f"{len(runs)} finished pipeline runs in '{experiment}'; a comparison needs 2 or more")
     return exp.experiment_id, [r.info.run_id for r in runs]
-
-
-def serve_mlflow(*args: str) -> tuple[subprocess.Popen, str]:
-    """`mlflow <args> --host 127.0.0.1 --port <free>` (ui or server), once its /health answers: (process, URL)."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", *args, "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{base}/health", timeout=2)
-            return server, base
-        except OSError:
-            time.sleep(1)
-    server.kill()
-    raise PipelineError(f"mlflow {args[0]} did not answer within 120 s")
 
 
 def main() -> None:

@@ -23,15 +23,15 @@ from pathlib import Path
 
 import yaml
 
-from medical_matryoshka.config.params import load_params, section
-from medical_matryoshka.config.sections import EvalConfig, ModelConfig, PathsConfig, TrackingConfig
-from medical_matryoshka.errors import PipelineError, run_main
-from medical_matryoshka.retrieval.tables import dim_label
+from medical_matryoshka.core.dims import dim_label
+from medical_matryoshka.core.errors import PipelineError, run_main
+from medical_matryoshka.core.params import load_params, section
+from medical_matryoshka.core.sections import EvalConfig, ModelConfig, PathsConfig, TrackingConfig
+from medical_matryoshka.core.tracking.store import tracking_uri
 from medical_matryoshka.team.search import TrialFailed, Worker, load_study, report, shown_url
 from medical_matryoshka.team.space import SPACE_FILE, check_knobs, objective_dim, parse_space
-from medical_matryoshka.tracking.runs import tracking_uri
 
-DEFAULT_STORAGE = "sqlite:///optuna.db"  # one machine; a team's is PostgreSQL (README "Working as a team")
+DEFAULT_STORAGE = "sqlite:///optuna.db"  # one machine; a team's is PostgreSQL (docs/team.md)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ tracking server on it serving the artifacts, and Optuna's study storage in the s
     python -m commands.team_server stop ~/mm-server      # both stop; the runs and artifacts stay in the folder
 
 127.0.0.1 only, a generated password (scram-sha-256) kept in <folder>/pgpass (0600). A team with a server
-already running skips this and exports its addresses (README "Working as a team").
+already running skips this and exports its addresses (docs/team.md).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medical_matryoshka.errors import run_main
+from medical_matryoshka.core.errors import run_main
 from medical_matryoshka.team.server import env_lines, read_state, start, stop
 
 

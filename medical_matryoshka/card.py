@@ -16,8 +16,9 @@ import re
 import subprocess
 from pathlib import Path
 
-from medical_matryoshka.config.sections import PathsConfig
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.core.dims import dim_of
+from medical_matryoshka.core.errors import PipelineError
+from medical_matryoshka.core.sections import PathsConfig
 from medical_matryoshka.retrieval.tables import by_dim, metric_change
 
 REF = "refs/tags/model-card"
@@ -75,7 +76,7 @@ def card_diff(card: dict, run: dict, measures: tuple[str, ...] = ()) -> list[str
                     cells.append(f"{'-':>6}  {'-':>6}  {'-':>7}")
                 else:
                     cells.append(f"{theirs:6.4f}  {ours:6.4f}  {ours - theirs:+7.4f}")
-            lines.append(f"{metric:{width}}  {dim.removeprefix('dim_'):>5}  {cells[0]}  {cells[1]}")
+            lines.append(f"{metric:{width}}  {dim_of(dim):>5}  {cells[0]}  {cells[1]}")
     return lines
 
 

@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medical_matryoshka.config.sections import MiningConfig
+from medical_matryoshka.core.errors import PipelineError
+from medical_matryoshka.core.models import encode
+from medical_matryoshka.core.sections import MiningConfig
 from medical_matryoshka.data.leakage import normalise
-from medical_matryoshka.errors import PipelineError
-from medical_matryoshka.models import encode
 
 GUARDS = ("same_document", "duplicate_text", "rank_below_range_min", "margin")
 

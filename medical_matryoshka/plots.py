@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medical_matryoshka.config.sections import EvalConfig
+from medical_matryoshka.core.dims import dim_of
+from medical_matryoshka.core.sections import EvalConfig
 
 LABELS = {
     "card_base": "card: base",
@@ -22,7 +23,7 @@ def plot_column(eval_cfg: EvalConfig) -> str:
 def metric_by_dim(tables: dict[str, dict], metric: str) -> dict[str, list[dict]]:
     """{series: [{"dim": d, metric: value}, ...]} for each metrics table that has `metric` (the card may not)."""
     return {
-        name: [{"dim": int(dim.removeprefix("dim_")), metric: values[metric]} for dim, values in table.items()]
+        name: [{"dim": dim_of(dim), metric: values[metric]} for dim, values in table.items()]
         for name, table in tables.items()
         if all(metric in values for values in table.values())
     }
@@ -157,7 +158,7 @@ def draw_frontier(frontier: dict, measure: str, title: str = ""):
             if filled:
                 for d, x, y in zip(dims, xs, ys, strict=True):
                     ax.annotate(
-                        str(int(d[1:])),
+                        str(dim_of(d)),
                         (x, y),
                         textcoords="offset points",
                         xytext=(4, 4),

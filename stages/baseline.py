@@ -10,21 +10,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from medical_matryoshka.atomic import write_json
-from medical_matryoshka.config.sections import EvalConfig, FrontierConfig, ModelConfig
-from medical_matryoshka.config.stage import StageConfig
-from medical_matryoshka.errors import run_main
-from medical_matryoshka.lifetime import die_with_parent
-from medical_matryoshka.models import load_model
-from medical_matryoshka.retrieval.frontier import frontier_table, score_with_frontier
+from medical_matryoshka.core.atomic import write_json
+from medical_matryoshka.core.models import load_model
+from medical_matryoshka.core.runtime import stage_main
+from medical_matryoshka.core.stage import StageConfig
+from medical_matryoshka.reports import base_scores, frontier_table
+from medical_matryoshka.retrieval.frontier import score_with_frontier
 from medical_matryoshka.retrieval.scoring import load_retrieval_set
 
 
-def main() -> None:
-    die_with_parent()  # a killed `dvc` leaves no stage behind
-    stage = StageConfig.load("baseline")
-    model_cfg, eval_cfg = stage.section(ModelConfig, "model"), stage.section(EvalConfig, "eval")
-    frontier_cfg = stage.section(FrontierConfig, "frontier")
+@stage_main("baseline")
+def main(stage: StageConfig) -> None:
+    model_cfg, eval_cfg, frontier_cfg = stage.sections("model", "eval", "frontier")
 
     test_set = load_retrieval_set(Path(stage.paths.prepared) / "test.json")
     model = load_model(model_cfg)
@@ -34,8 +31,7 @@ def main() -> None:
         scores, scored = score_with_frontier(model, test_set, train_file, model_cfg.dims, eval_cfg, frontier_cfg)
         metrics, base_frontier = {"base": scores}, {"base": scored}
         seconds = time.perf_counter() - start
-        for dim, values in metrics["base"].items():
-            print(f"{dim:>8}  {eval_cfg.primary_metric}={values[eval_cfg.primary_metric]:.4f}")
+        print(base_scores(metrics["base"], eval_cfg.primary_metric))
         write_json(stage.paths.baseline_metrics, metrics)
         write_json(stage.paths.baseline_frontier, base_frontier)
         print(frontier_table(base_frontier["base"], eval_cfg.primary_measure, "base model"))
@@ -44,4 +40,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    main()

@@ -14,24 +14,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medical_matryoshka.atomic import output_dir, write_json
-from medical_matryoshka.config.sections import EvalConfig, FrontierConfig, ModelConfig
-from medical_matryoshka.config.stage import StageConfig
-from medical_matryoshka.errors import require_input, run_main
-from medical_matryoshka.lifetime import die_with_parent
-from medical_matryoshka.models import MODEL_TAG, load_model, weights_digest
+from medical_matryoshka.core.atomic import output_dir, write_json
+from medical_matryoshka.core.errors import require_input
+from medical_matryoshka.core.models import MODEL_TAG, load_model, weights_digest
+from medical_matryoshka.core.runtime import stage_main
+from medical_matryoshka.core.stage import StageConfig
 from medical_matryoshka.plots import metric_by_dim, write_frontier_plot, write_plots
-from medical_matryoshka.retrieval.frontier import frontier_table, score_with_frontier, vector_bytes
+from medical_matryoshka.reports import change_table, frontier_table
+from medical_matryoshka.retrieval.frontier import score_with_frontier, vector_bytes
 from medical_matryoshka.retrieval.scoring import load_retrieval_set
 from medical_matryoshka.retrieval.tables import by_dim, metric_change, parent_summary
 from medical_matryoshka.training.checkpoints import discard_finished
 
 
-def main() -> None:
-    die_with_parent()  # a killed `dvc` leaves no stage behind
-    stage = StageConfig.load("evaluate")
-    model_cfg, eval_cfg, paths = stage.section(ModelConfig, "model"), stage.section(EvalConfig, "eval"), stage.paths
-    frontier_cfg = stage.section(FrontierConfig, "frontier")
+@stage_main("evaluate")
+def main(stage: StageConfig) -> None:
+    model_cfg, eval_cfg, frontier_cfg = stage.sections("model", "eval", "frontier")
+    paths = stage.paths
 
     test_set = load_retrieval_set(Path(paths.prepared) / "test.json")
     base = json.loads(require_input(paths.baseline_metrics, "baseline").read_text(encoding="utf-8"))["base"]
@@ -62,10 +61,7 @@ def main() -> None:
         write_json(paths.summary_metrics, {d: round(v, 4) for d, v in by_dim(finetuned, metric).items()})  # as read
         run.log_metrics(metrics)  # the full table, once, on this stage's run
         run.log_metrics(parent_summary(base, finetuned, metric, eval_cfg.primary_measure), parent=True)
-        print(f"test {eval_cfg.primary_measure}    base  fine-tuned  change")
-        for dim in finetuned:
-            change = metrics["change"][dim][metric]
-            print(f"{dim:>12}  {base[dim][metric]:.4f}  {finetuned[dim][metric]:10.4f}  {change:+.4f}")
+        print(change_table(metrics, metric, eval_cfg.primary_measure))
         print(frontier_table(tuned_frontier, eval_cfg.primary_measure, "fine-tuned"))
         if link := run.parent_link():
             print(f"MLflow run: {link}")
@@ -73,4 +69,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    main()

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medical_matryoshka.atomic import output_dir, write_json
-from medical_matryoshka.config.sections import EvalConfig, ExportConfig, FrontierConfig, ModelConfig
-from medical_matryoshka.config.stage import StageConfig
-from medical_matryoshka.errors import PipelineError, require_input, run_main
-from medical_matryoshka.lifetime import die_with_parent
-from medical_matryoshka.models import load_model, weights_digest
-from medical_matryoshka.retrieval.frontier import frontier_table, score_with_frontier
+from medical_matryoshka.core.atomic import output_dir, write_json
+from medical_matryoshka.core.errors import PipelineError, require_input
+from medical_matryoshka.core.models import load_model, weights_digest
+from medical_matryoshka.core.runtime import stage_main
+from medical_matryoshka.core.sections import ExportConfig
+from medical_matryoshka.core.stage import StageConfig
+from medical_matryoshka.reports import export_summary, frontier_table, worst_change
+from medical_matryoshka.retrieval.frontier import score_with_frontier
 from medical_matryoshka.retrieval.scoring import RetrievalSet, load_retrieval_set
 from medical_matryoshka.retrieval.tables import metric_change
 from medical_matryoshka.serving.encoder import ExportedEncoder
@@ -60,11 +61,9 @@ def check(cfg: ExportConfig, measured: dict[str, float], change: dict[str, dict[
         )
 
 
-def main() -> None:
-    die_with_parent()
-    stage = StageConfig.load("export")
-    model_cfg, eval_cfg = stage.section(ModelConfig, "model"), stage.section(EvalConfig, "eval")
-    frontier_cfg, cfg = stage.section(FrontierConfig, "frontier"), stage.section(ExportConfig, "export")
+@stage_main("export")
+def main(stage: StageConfig) -> None:
+    model_cfg, eval_cfg, frontier_cfg, cfg = stage.sections("model", "eval", "frontier", "export")
     paths = stage.paths
 
     test_set = load_retrieval_set(Path(paths.prepared) / "test.json")
@@ -94,17 +93,10 @@ def main() -> None:
         write_json(paths.export_metrics, metrics)
         run.log_metrics({k: v for k, v in metrics.items() if k != "torch"})
         run.set_tag("export.inference_precision", encoder.runtime_precision)
-        alone, padded = measured["alone_vs_batched_max_cosine_distance"], measured["padded_max_cosine_distance"]
-        print(
-            f"exported {paths.exported}: {cfg.runtime} {cfg.weights} ({encoder.runtime_precision} on this CPU), "
-            f"{metrics['model_mb']} MB; 1 - cos against torch float32 on {measured['texts']} texts: "
-            f"{measured['max_cosine_distance']:.2e} (alone vs batched {alone:.2e}, "
-            f"padded to 31/32/33 tokens {padded:.2e})"
-        )
+        print(export_summary(paths.exported, cfg.runtime, cfg.weights, encoder.runtime_precision, metrics))
         print(frontier_table(exported, eval_cfg.primary_measure, f"exported ({cfg.runtime} {cfg.weights})"))
-        worst = min(v for row in change.values() for v in row.values())
-        print(f"NDCG@10 change against torch, the worst of every dim and precision: {worst:+.4f}")
+        print(worst_change(change))
 
 
 if __name__ == "__main__":
-    run_main(main)
+    main()

@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import json
 
-from medical_matryoshka.atomic import output_dir, write_json
-from medical_matryoshka.config.sections import DataConfig, ModelSource
-from medical_matryoshka.config.stage import StageConfig
+from medical_matryoshka.core.atomic import output_dir, write_json
+from medical_matryoshka.core.models import load_tokenizer
+from medical_matryoshka.core.runtime import stage_main
+from medical_matryoshka.core.sections import ModelSource
+from medical_matryoshka.core.stage import StageConfig
 from medical_matryoshka.data.leakage import check_leakage, clean_negatives, shared_passage_rule
 from medical_matryoshka.data.sources import load_source, require_tracked
 from medical_matryoshka.data.splits import assign_splits, require_searchable, retrieval_set, train_pairs
-from medical_matryoshka.data.stats import dataset_stats, relevance_stats, summary_lines
-from medical_matryoshka.errors import run_main
-from medical_matryoshka.lifetime import die_with_parent
-from medical_matryoshka.models import load_tokenizer
+from medical_matryoshka.data.stats import dataset_stats, relevance_stats
+from medical_matryoshka.reports import data_summary
 
 
-def main() -> None:
-    die_with_parent()  # a killed `dvc` leaves no stage behind
-    stage = StageConfig.load("prepare")
-    data, model = stage.section(DataConfig, "data"), stage.section(ModelSource, "model")
+@stage_main("prepare")
+def main(stage: StageConfig) -> None:
+    data, model = stage.section("data"), stage.section("model", ModelSource)  # prepare reads no model.dims
 
     require_tracked(data, stage.paths.raw)
     source = load_source(data)
@@ -44,8 +43,7 @@ def main() -> None:
     stats.update(split=split, relevance=relevance_stats(records), source=source.notes)
     if data.negative_columns:
         stats["negatives"] = negatives
-    for line in summary_lines(stats, model.max_seq_length, stage.paths.data_metrics):
-        print(line)
+    print("\n".join(data_summary(stats, model.max_seq_length, stage.paths.data_metrics)))
 
     with stage.track() as run:
         with output_dir(stage.paths.prepared) as out:
@@ -57,4 +55,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    main()

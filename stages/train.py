@@ -12,11 +12,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from medical_matryoshka.atomic import output_dir, write_json
-from medical_matryoshka.config.sections import EvalConfig, ModelConfig, TrainConfig
-from medical_matryoshka.config.stage import StageConfig
-from medical_matryoshka.errors import free_bytes, no_space, run_main
-from medical_matryoshka.lifetime import die_with_parent
+from medical_matryoshka.core.atomic import output_dir, write_json
+from medical_matryoshka.core.dims import dim_of
+from medical_matryoshka.core.errors import free_bytes, no_space
+from medical_matryoshka.core.runtime import stage_main
+from medical_matryoshka.core.sections import EvalConfig, ModelConfig, TrainConfig
+from medical_matryoshka.core.stage import StageConfig
 from medical_matryoshka.retrieval.scoring import load_retrieval_set
 from medical_matryoshka.training.arguments import optimizer_steps
 from medical_matryoshka.training.checkpoints import (
@@ -43,7 +44,7 @@ from medical_matryoshka.training.trainer import base_model, build_trainer, run_t
 def announce(data: TrainingData, cfg: TrainConfig, rotation: dict, resume: str | None) -> None:
     steps = optimizer_steps([len(rows) for rows in data.datasets.values()], cfg, world_size())
     if rotation:
-        kept = ", ".join(f"{k.removeprefix('pca_variance_dim_')} {v:.3f}" for k, v in rotation.items() if "dim_" in k)
+        kept = ", ".join(f"{dim_of(k)} {v:.3f}" for k, v in rotation.items() if "dim_" in k)
         print(
             f"PCA rotation from {len(data.rotation_texts)} training texts in {rotation['pca_seconds']} s; "
             f"variance in the first d components: {kept}"
@@ -108,10 +109,9 @@ def train_and_save(
         run.log_metrics({"train.minutes": summary["train_seconds"] / 60}, parent=True)
 
 
-def main() -> None:
-    die_with_parent()  # a killed `dvc` leaves no trainer writing checkpoints
-    stage = StageConfig.load("train", begin=False)  # the run is opened by the process that trains (rank 0)
-    cfg, model_cfg, eval_cfg = stage.training(), stage.section(ModelConfig, "model"), stage.section(EvalConfig, "eval")
+@stage_main("train", begin=False)  # the MLflow run is opened by the process that trains (rank 0)
+def main(stage: StageConfig) -> None:
+    cfg, model_cfg, eval_cfg = stage.sections("train", "model", "eval")
     machine_precision(cfg.precision)  # a recipe this machine cannot run stops now, not after the model load
     check_weights(cfg, model_cfg.dims)
     if cfg.nproc > 1 and not under_torchrun():
@@ -128,4 +128,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    main()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from commands.screenshots import serve_mlflow
+from medical_matryoshka.team.server import serve_mlflow
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,7 +111,7 @@ def beir_dir(tmp_path) -> Path:
 
 def data_config(path, **changes):
     """The data section for a local file (or folder) at `path`: columns claim/passage, 30% test, no dev."""
-    from medical_matryoshka.config.sections import DataConfig
+    from medical_matryoshka.core.sections import DataConfig
 
     base = DataConfig(
         source="file",

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from medical_matryoshka.card import card_views, parse_card, write_card_ref
-from medical_matryoshka.config.params import section
-from medical_matryoshka.config.sections import EvalConfig, PathsConfig
+from medical_matryoshka.core.params import section
+from medical_matryoshka.core.sections import EvalConfig, PathsConfig
 from medical_matryoshka.retrieval.scoring import RetrievalSet, score_all_dims
 from tests.conftest import REPO
 
@@ -30,7 +30,7 @@ def test_model_card_json_holds_the_cards_tables():
 
 
 def test_card_uses_the_pipelines_metric_names():
-    from tests.test_retrieval import FixedEmbeddings
+    from tests.fakes import FixedEmbeddings
 
     card = json.loads((REPO / CARD_JSON).read_text())
     model = FixedEmbeddings(queries={"q": [1.0, 0.0]}, corpus={"c": [1.0, 0.0], "d": [0.0, 1.0]})
@@ -101,7 +101,7 @@ def test_card_diff_prints_only_what_the_card_published():
 
 
 def test_card_ref_needs_a_commit(tmp_path, monkeypatch):
-    from medical_matryoshka.errors import PipelineError
+    from medical_matryoshka.core.errors import PipelineError
 
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     monkeypatch.chdir(tmp_path)

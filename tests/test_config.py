@@ -8,12 +8,12 @@ import copy
 import pytest
 import yaml
 
-from medical_matryoshka.config.compose import compose
-from medical_matryoshka.config.params import section
-from medical_matryoshka.config.sections import DataConfig, EvalConfig, ModelConfig, check_params, train_config
-from medical_matryoshka.config.stage import StageConfig
-from medical_matryoshka.errors import PipelineError
-from medical_matryoshka.models import check_dims
+from medical_matryoshka.compose import compose
+from medical_matryoshka.core.errors import PipelineError
+from medical_matryoshka.core.models import check_dims
+from medical_matryoshka.core.params import section
+from medical_matryoshka.core.sections import DataConfig, EvalConfig, ModelConfig, check_params, train_config
+from medical_matryoshka.core.stage import StageConfig
 from tests.conftest import REPO
 
 
@@ -234,20 +234,20 @@ def test_each_stage_sees_exactly_its_declared_params(tmp_path):
     }  # what it logs to MLflow
     assert stage.seed() == 42
     with pytest.raises(PipelineError, match="stage 'prepare' reads params 'data'.*add it to stages.prepare.params"):
-        stage.section(DataConfig, "data")
+        stage.section("data")
     with pytest.raises(PipelineError, match=r"model.install is missing"):
-        stage.section(ModelConfig, "model")
+        stage.section("model")
 
 
 def test_the_training_stage_reads_its_knobs_only_when_declared(tmp_path):
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    train = StageConfig.load("train", tmp_path / "params.yaml", REPO / "dvc.yaml").training()
+    train = StageConfig.load("train", tmp_path / "params.yaml", REPO / "dvc.yaml").section("train")
     assert train.lr == yaml.safe_load((REPO / "params.yaml").read_text())["lr"]
     pipeline["stages"]["train"]["params"].remove("lr")
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(pipeline))
     with pytest.raises(PipelineError, match="reads params 'lr'"):
-        StageConfig.load("train", tmp_path / "params.yaml", tmp_path / "dvc.yaml").training()
+        StageConfig.load("train", tmp_path / "params.yaml", tmp_path / "dvc.yaml").section("train")
 
 
 def test_a_declared_key_missing_from_params_yaml_says_how_to_recompose(tmp_path):

@@ -8,13 +8,13 @@ import shutil
 import pytest
 import yaml
 
-from medical_matryoshka.config.params import section
-from medical_matryoshka.config.sections import DataConfig
+from medical_matryoshka.core.errors import PipelineError
+from medical_matryoshka.core.params import section
+from medical_matryoshka.core.sections import DataConfig
 from medical_matryoshka.data.leakage import check_leakage
 from medical_matryoshka.data.sources import load_records
 from medical_matryoshka.data.splits import assign_splits, retrieval_set, train_pairs
 from medical_matryoshka.data.stats import dataset_stats, token_stats
-from medical_matryoshka.errors import PipelineError
 from tests.conftest import REPO, data_config
 
 

@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.core.errors import PipelineError
 from medical_matryoshka.serving.encoder import ExportedEncoder, ExportError
 from medical_matryoshka.serving.export import export_model, model_bytes
 from medical_matryoshka.serving.verify import PADDED_LENGTHS, agreement, cosine_distance, padded_batches
@@ -160,8 +160,8 @@ def test_the_stage_refuses_a_route_outside_its_limits():
     float32 NDCG@10 loss at any dim against export.max_ndcg_loss; each failure one line with the way out."""
     import yaml
 
-    from medical_matryoshka.config.params import build
-    from medical_matryoshka.config.sections import ExportConfig
+    from medical_matryoshka.core.params import build
+    from medical_matryoshka.core.sections import ExportConfig
     from stages.export import check
     from tests.conftest import REPO
 

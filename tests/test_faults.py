@@ -1,7 +1,8 @@
 """The fault battery: bad inputs, a dead tracking server and kills, met through `dvc repro` on a tiny config.
 
-Each case asserts what the README's "Bad input" and "Interrupted training" sections promise: the exit, one
-`error:` line and no traceback, and that the documented command brings back the last good outputs.
+Each case asserts what docs/configuration.md "Bad input" and docs/how-it-works.md "Interrupted training"
+promise: the exit, one `error:` line and no traceback, and that the documented command brings back the last
+good outputs.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from commands.screenshots import free_port
-from tests.test_pipeline_e2e import run, tiny_repo
+from medical_matryoshka.team.server import free_port
+from tests.repos import run, tiny_repo
 
 pytestmark = pytest.mark.slow
 
 OUTSIDE = f"/tmp/medmat-{os.getpid()}-outside-pairs.jsonl"
-RESTORE = "git checkout HEAD -- params.yaml dvc.lock metrics/ plots/ data/raw/ && dvc checkout"  # the README's line
+RESTORE = "git checkout HEAD -- params.yaml dvc.lock metrics/ plots/ data/raw/ && dvc checkout"  # as documented
 ROWS = [
     {"claim": f"claim {i} on aspirin and outcome {i % 3}", "passage": f"passage {i}: trial {i * 7}"} for i in range(40)
 ]
@@ -44,7 +45,7 @@ def repo(tmp_path_factory, pubmedqa_dir, tiny_model_dir) -> Path:
 
 
 def restore_and_check(repo: Path) -> None:
-    """The README's restore line brings back the committed outputs; DVC then has nothing to run."""
+    """docs/configuration.md's restore line brings back the committed outputs; DVC then has nothing to run."""
     subprocess.run(["bash", "-c", RESTORE], cwd=repo, check=True, capture_output=True)
     status = run(["dvc", "status"], repo).stdout
     assert "up to date" in status, status
@@ -463,7 +464,7 @@ def test_a_killed_queued_run_ends_killed_and_the_documented_line_clears_it(repo)
         train = next(r for r in mlflow_runs(repo) if r.data.tags.get("stage") == "train")
         assert train.info.status == "KILLED" and "dvc_exp_name" in train.data.tags
         assert open_runs(repo) == []
-        run(["dvc", "queue", "remove", "--failed"], repo)  # ...until the README's line removes it
+        run(["dvc", "queue", "remove", "--failed"], repo)  # ...until the documented line removes it
         assert name not in run(["dvc", "queue", "status"], repo).stdout
         assert name not in run(["dvc", "exp", "show", "--csv"], repo).stdout
     finally:

@@ -9,13 +9,13 @@ import pytest
 import torch
 import yaml
 
-from medical_matryoshka.config.params import build, section
-from medical_matryoshka.config.sections import EvalConfig, FrontierConfig
-from medical_matryoshka.errors import PipelineError
-from medical_matryoshka.retrieval.frontier import bytes_per_vector, frontier, ranked_hits, vector_bytes
+from medical_matryoshka.core.errors import PipelineError
+from medical_matryoshka.core.params import build, section
+from medical_matryoshka.core.sections import EvalConfig, FrontierConfig, bytes_per_vector
+from medical_matryoshka.retrieval.frontier import frontier, ranked_hits, vector_bytes
 from medical_matryoshka.retrieval.scoring import RetrievalSet, encode_set, metrics_by_dim
 from tests.conftest import REPO
-from tests.test_retrieval import FixedEmbeddings
+from tests.fakes import FixedEmbeddings
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 NDCG = "cosine_ndcg@10"

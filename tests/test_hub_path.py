@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medical_matryoshka.digests import sha256_of
+from medical_matryoshka.core.digests import sha256_of
 from tests.conftest import random_bert_model
-from tests.test_pipeline_e2e import run, tiny_repo
+from tests.repos import run, tiny_repo
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def test_card_configuration_runs_from_the_hf_cache_with_the_hub_off(
     repo = tiny_repo(tmp_path / "repo", pubmedqa_dir, tiny_model_dir)
     hub = tmp_path / "hf" / "hub"
     lay_out_hub_cache(bert_768_dir, hub, CARD_MODEL)
-    # the README's route: -S model=biobert (the card's model, dims and recipe); small batches for 8 documents
+    # the documented route: -S model=biobert (the card's model, dims and recipe); small batches for 8 documents
     run(["python", "-m", "commands.compose_params", "model=biobert", "batch_size=4", "grad_accum=1", "epochs=1"], repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert (params["model"]["name"], params["model"]["dims"], params["train"]["profile"]) == (

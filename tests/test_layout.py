@@ -1,8 +1,9 @@
 """The house: stages/ holds only the DVC stage entry points, and dvc.yaml declares what each one reads.
 
-A stage's `deps` in dvc.yaml must list exactly the project modules it imports, directly or not: a module
-left out would let DVC serve a stale cached output after that module changed; one listed but not imported
-would rerun the stage for nothing.
+A stage's `deps` in dvc.yaml must cover exactly the project modules it imports, directly or not: its own
+modules one by one, the shared infrastructure as the one folder medical_matryoshka/core. A module left out
+would let DVC serve a stale cached output after that module changed; one listed but not imported would rerun
+the stage for nothing.
 """
 
 from __future__ import annotations
@@ -74,14 +75,36 @@ def stage_module(spec: dict) -> str:
     return cmd[2]
 
 
+CORE = "medical_matryoshka/core"  # the infrastructure every stage runs on: one folder dep in each stage
+
+
+def project_files(folder: str) -> set[str]:
+    return {p.relative_to(REPO).as_posix() for p in (REPO / folder).rglob("*.py") if p.name != "__init__.py"}
+
+
 @pytest.mark.parametrize("stage", list(pipeline()))
 def test_stage_deps_list_exactly_the_modules_it_imports(stage):
     spec = pipeline()[stage]
     imported = {p.relative_to(REPO).as_posix() for p in project_closure(stage_module(spec)) if p.name != "__init__.py"}
     declared = {d for d in spec["deps"] if d.endswith(".py")}
-    assert declared == imported, (
-        f"dvc.yaml stage {stage}: add {sorted(imported - declared)}, remove {sorted(declared - imported)}"
+    assert CORE in spec["deps"], f"dvc.yaml stage {stage}: add {CORE} (what every stage runs on) to its deps"
+    covered = declared | project_files(CORE)
+    assert not declared & project_files(CORE), f"dvc.yaml stage {stage}: {CORE} is listed once, as the folder"
+    assert imported <= covered and declared <= imported, (
+        f"dvc.yaml stage {stage}: add {sorted(imported - covered)}, remove {sorted(declared - imported)}"
     )
+
+
+def test_core_imports_only_core_and_every_stage_uses_all_of_it():
+    # the folder dep covers a stage's infrastructure only while core imports nothing outside it; and a module
+    # no stage runs does not belong there (a change to it would rerun every stage for nothing)
+    core_modules = {f.removesuffix(".py").replace("/", ".") for f in project_files(CORE)}
+    for module in core_modules:
+        outside = {p.relative_to(REPO).as_posix() for p in project_closure(module)} - project_files(CORE)
+        assert not {p for p in outside if not p.endswith("__init__.py")}, f"{module} imports {sorted(outside)}"
+    used = set().union(*(project_closure(stage_module(spec)) for spec in pipeline().values()))
+    unused = project_files(CORE) - {p.relative_to(REPO).as_posix() for p in used}
+    assert not unused, f"{sorted(unused)}: no stage imports it; move it out of {CORE}"
 
 
 def test_package_init_files_hold_no_code():
@@ -99,8 +122,8 @@ def test_stages_folder_holds_only_the_pipeline_entry_points():
 
 
 def test_the_plot_reads_the_column_evaluate_writes():
-    from medical_matryoshka.config.params import load_params, section
-    from medical_matryoshka.config.sections import EvalConfig
+    from medical_matryoshka.core.params import load_params, section
+    from medical_matryoshka.core.sections import EvalConfig
     from medical_matryoshka.plots import plot_column
 
     column = plot_column(section(EvalConfig, load_params(REPO / "params.yaml"), "eval"))

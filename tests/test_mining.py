@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from medical_matryoshka.config.sections import MiningConfig
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.core.errors import PipelineError
+from medical_matryoshka.core.sections import MiningConfig
 from medical_matryoshka.negatives import mine_hard_negatives
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from medical_matryoshka.config.sections import ModelConfig
-from medical_matryoshka.digests import sha256_of
-from medical_matryoshka.errors import PipelineError
-from medical_matryoshka.models import resolve_model_path
-from medical_matryoshka.offline_models import INSTALLABLE, VERIFIED, assemble, find_wheels, installed_path
+from medical_matryoshka.core.digests import sha256_of
+from medical_matryoshka.core.errors import PipelineError
+from medical_matryoshka.core.models import resolve_model_path
+from medical_matryoshka.core.offline_models import INSTALLABLE, VERIFIED, assemble, find_wheels, installed_path
+from medical_matryoshka.core.sections import ModelConfig
 from tests.conftest import REPO
 
 PARTS = 3

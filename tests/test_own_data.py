@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from datasets import Dataset
 
-from medical_matryoshka.config.sections import MiningConfig
+from medical_matryoshka.core.errors import PipelineError
+from medical_matryoshka.core.sections import MiningConfig
 from medical_matryoshka.data.leakage import check_leakage, clean_negatives, normalise, shared_passage_rule
 from medical_matryoshka.data.sources import load_source
 from medical_matryoshka.data.splits import _draw, assign_splits, retrieval_set, train_pairs
-from medical_matryoshka.errors import PipelineError
 from medical_matryoshka.negatives import mine_hard_negatives, pass_given_negatives
 from tests.conftest import claim, data_config, many_to_many_rows, passage
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import beir_qrels, many_to_many_rows, passage, write_beir
-from tests.test_pipeline_e2e import TEST_EXPORT_PRECISION, copy_worktree, run, set_yaml_keys
+from tests.repos import TEST_EXPORT_PRECISION, copy_worktree, run, set_yaml_keys
 
 pytestmark = pytest.mark.slow
 STAGES = ("prepare", "baseline", "mine", "train", "evaluate", "export")

@@ -3,93 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.repos import TEST_EXPORT_PRECISION, copy_worktree, experiments, run, set_yaml_keys
 
 pytestmark = pytest.mark.slow
 
 MAX_DOCS = 20  # documents per split: the whole pipeline in well under a minute
-# On 8-20 test queries one pair that bf16 reorders is 0.05-0.125 of NDCG@10, past export.max_ndcg_loss: the
-# pipeline tests export in float32 arithmetic (the bf16 default is checked against torch in test_export, and
-# on the PubMedQA test set in the README's numbers)
-TEST_EXPORT_PRECISION = "f32"
-
-
-def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
-    full_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full_env['PATH']}"
-    full_env.update(env)
-    result = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def experiments(clone: Path) -> dict[str, dict]:
-    """{experiment name: its params.yaml} of every DVC experiment, from `dvc exp show --json`."""
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], clone).stdout)
-    found = {}
-    for commit in shown:
-        for exp in commit.get("experiments") or []:
-            for rev in exp["revs"]:
-                found[rev["name"]] = rev["data"]["params"]["params.yaml"]["data"]
-    return found
-
-
-def set_yaml_keys(path: Path, **values) -> None:
-    """Set `key: value` lines of a conf file (at any indentation), e.g. to shrink a profile for a test."""
-    text = path.read_text()
-    for key, value in values.items():
-        text, count = re.subn(rf"(?m)^(\s*){key}:.*$", rf"\g<1>{key}: {value}", text)
-        assert count == 1, f"{key} not found once in {path}"
-    path.write_text(text)
-
-
-def copy_worktree(dest: Path) -> Path:
-    """The working tree (tracked and new files, not ignored ones) in a new git repository at `dest`."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.split("\0")
-    for name in filter(None, files):
-        if (REPO / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dest / name)
-    run(["git", "init", "-q"], dest)
-    return dest
-
-
-def tiny_repo(dest: Path, pubmedqa_dir: Path, tiny_model_dir: Path) -> Path:
-    """This repository, committed, on the tiny model, 8 documents per split and one short epoch."""
-    copy_worktree(dest)
-    model = {
-        "name": str(tiny_model_dir),
-        "embedded_package": None,
-        "install": None,
-        "dims": [64, 32, 16],
-        "max_seq_length": 64,
-    }
-    spec = {"defaults": [{"/train": "default"}, "_self_"], "model": model}  # as conf/model/minilm.yaml
-    (dest / "conf/model/tiny.yaml").write_text("# @package _global_\n" + yaml.safe_dump(spec, sort_keys=False))
-    cfg = dest / "conf/config.yaml"
-    cfg.write_text(cfg.read_text().replace("- model: minilm", "- model: tiny"))
-    set_yaml_keys(cfg, inference_precision=TEST_EXPORT_PRECISION)
-    set_yaml_keys(dest / "conf/data/pairs.yaml", max_docs=8)  # pubmedqa.yaml inherits it
-    set_yaml_keys(dest / "conf/mining/default.yaml", range_max=5)
-    run(["python", "-m", "commands.fetch_raw", "--from", str(pubmedqa_dir)], dest)
-    set_yaml_keys(dest / "conf/train/default.yaml", epochs=1, batch_size=4, matryoshka_weights="null")
-    run(["python", "-m", "commands.compose_params"], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"], dest)
-    return dest
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +66,7 @@ def test_train_and_evaluate_outputs(clone, first_repro):
     train_metrics = json.loads((clone / "metrics/train.json").read_text())
     assert "checkpoint_key" not in train_metrics  # a hash is no metric for `dvc metrics diff`: it is in the model
     assert (clone / "models/finetuned/checkpoint_key").is_file()
-    from medical_matryoshka.config.sections import train_config
+    from medical_matryoshka.core.sections import train_config
     from medical_matryoshka.training.arguments import optimizer_steps
 
     train = json.loads((clone / "metrics/train.json").read_text())
@@ -178,7 +104,7 @@ def test_train_runs_as_two_ddp_processes_under_torchrun(clone, first_repro, tmp_
     """-S train.nproc=2: torchrun, gloo on CPU, per-process batch 8 = the single run's 16; rank 0 writes."""
     from mlflow.tracking import MlflowClient
 
-    from medical_matryoshka.config.sections import train_config
+    from medical_matryoshka.core.sections import train_config
     from medical_matryoshka.training.arguments import optimizer_steps
 
     ddp = tmp_path / "ddp"
@@ -211,7 +137,7 @@ def test_passage_pairs_train_as_a_second_data_set(clone, first_repro, tmp_path):
     """-S train.passage_pairs=true: one (passage, passage) row per training abstract, batched on its own."""
     import pandas as pd
 
-    from medical_matryoshka.config.sections import train_config
+    from medical_matryoshka.core.sections import train_config
     from medical_matryoshka.training.arguments import optimizer_steps
     from medical_matryoshka.training.data import passage_pairs
 
@@ -238,7 +164,7 @@ def test_passage_pairs_train_as_a_second_data_set(clone, first_repro, tmp_path):
 
 
 def test_eval_benchmark_runs_both_routes_and_they_agree(clone, first_repro):
-    """The README's evaluation benchmark, on the small config: the speed figure is printed, not asserted."""
+    """docs/performance.md's evaluation benchmark, on the small config: the speed figure is printed, not asserted."""
     out = run(["python", "-m", "benchmarks.eval_speed", "--repeats", "1"], clone).stdout
     assert out.startswith("$ python -m benchmarks.eval_speed --repeats 1\n")
     assert re.search(r"speed-up: [0-9.]+x for 5 dims", out)
@@ -247,7 +173,7 @@ def test_eval_benchmark_runs_both_routes_and_they_agree(clone, first_repro):
 
 
 def test_index_benchmark_measures_each_dim_and_precision_against_exact_search(clone, first_repro, tmp_path):
-    """The README's index benchmark on a few thousand vectors: exact search is its own reference, an inverted
+    """docs/deployment.md's index benchmark on a few thousand vectors: exact search is its own reference, an inverted
     file finds at most what exact search finds, and the stored bytes follow the precision."""
     cmd = ["python", "-m", "benchmarks.index_search", "--n", "5000", "--nlist", "64", "--nprobe", "4", "64"]
     out = run([*cmd, "--dims", "384", "32", "--queries", "50", "--out", str(tmp_path / "index.json")], clone).stdout
@@ -314,8 +240,8 @@ def test_metrics_diff_against_the_model_card(clone, first_repro):
 def test_mlflow_holds_a_parent_with_a_nested_run_per_stage(clone, first_repro):
     from mlflow.tracking import MlflowClient
 
-    from medical_matryoshka.config.stage import StageConfig
-    from medical_matryoshka.tracking.runs import flatten
+    from medical_matryoshka.core.stage import StageConfig
+    from medical_matryoshka.core.tracking.identity import flatten
 
     client = MlflowClient(tracking_uri=f"sqlite:///{clone / 'mlflow.db'}")
     exp = client.get_experiment_by_name("medical-matryoshka")
@@ -339,7 +265,7 @@ def test_mlflow_holds_a_parent_with_a_nested_run_per_stage(clone, first_repro):
     artifacts = [a.path for a in client.list_artifacts(children["evaluate"].info.run_id)]
     assert sorted(artifacts) == ["frontier.png", "ndcg_by_dim.png"]
     assert 0 < children["evaluate"].data.metrics["frontier.finetuned.d0032.binary_rescore"] <= 1
-    from medical_matryoshka.models import MODEL_TAG, weights_digest
+    from medical_matryoshka.core.models import MODEL_TAG, weights_digest
 
     assert parent.data.tags[MODEL_TAG] == weights_digest(clone / "models/finetuned")  # commands.register finds it
     params = yaml.safe_load((clone / "params.yaml").read_text())
@@ -391,7 +317,7 @@ def test_documented_overrides_compose_through_dvc(clone, tmp_path, overrides, pr
     (params,) = experiments(work).values()
     assert (params["train"]["profile"], params["model"]["name"].split("/")[-1]) == (profile, model)
     assert params["mining"]["enabled"] is mining
-    from medical_matryoshka.config.compose import compose
+    from medical_matryoshka.compose import compose
 
     compose(tmp_path / "expected.yaml", overrides, conf_dir=work / "conf")  # commands.compose_params' route
     assert params == yaml.safe_load((tmp_path / "expected.yaml").read_text())

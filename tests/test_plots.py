@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from commands import plots_offline
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.core.errors import PipelineError
 from tests.conftest import REPO
 
 
@@ -80,8 +80,8 @@ def test_a_tampered_library_is_refused(registry, dvc_repo, monkeypatch):
 def test_the_png_has_the_models_dims_as_ticks_and_a_gain_panel(tmp_path):
     import matplotlib.pyplot as plt
 
-    from medical_matryoshka.config.params import section
-    from medical_matryoshka.config.sections import EvalConfig
+    from medical_matryoshka.core.params import section
+    from medical_matryoshka.core.sections import EvalConfig
     from medical_matryoshka.plots import STYLE, draw, metric_by_dim, write_plots
 
     cfg = section(EvalConfig, yaml.safe_load((REPO / "params.yaml").read_text()), "eval")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from medical_matryoshka.models import MODEL_TAG, weights_digest
+from medical_matryoshka.core.models import MODEL_TAG, weights_digest
 from tests.conftest import REPO
 
 NAME = "tiny-claims"
@@ -142,8 +142,8 @@ def test_the_exported_model_is_registered_and_served_on_localhost(workdir, expor
 
     from mlflow.tracking import MlflowClient
 
-    from commands.screenshots import serve_mlflow
     from medical_matryoshka.serving.encoder import ExportedEncoder
+    from medical_matryoshka.team.server import serve_mlflow
 
     server = mlflow_server
     name = "tiny-claims-cpu"

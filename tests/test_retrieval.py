@@ -6,35 +6,20 @@ import dataclasses
 import math
 
 import pytest
-import torch
 import yaml
 
-from medical_matryoshka.config.params import section
-from medical_matryoshka.config.sections import DataConfig, EvalConfig
+from medical_matryoshka.core.params import section
+from medical_matryoshka.core.sections import DataConfig, EvalConfig
 from medical_matryoshka.data.sources import load_records
 from medical_matryoshka.data.splits import assign_splits, retrieval_set
 from medical_matryoshka.retrieval.scoring import RetrievalSet, make_evaluator, score_all_dims
 from tests.conftest import REPO
+from tests.fakes import FixedEmbeddings
 
 
 @pytest.fixture
 def eval_cfg() -> EvalConfig:
     return section(EvalConfig, yaml.safe_load((REPO / "params.yaml").read_text()), "eval")
-
-
-class FixedEmbeddings:
-    """A stand-in model whose embeddings are given, counting how often it is asked to encode."""
-
-    def __init__(self, queries: dict[str, list[float]], corpus: dict[str, list[float]]):
-        self.vectors = {**queries, **corpus}
-        self.texts = {text: text for text in self.vectors}
-        self.calls = 0
-
-    def _encode(self, texts, **kwargs):
-        self.calls += 1
-        return torch.tensor([self.vectors[t] for t in texts])
-
-    encode_query = encode_document = _encode
 
 
 def test_hand_computed_metrics_per_dimension(eval_cfg):

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medical_matryoshka.config.params import load_params
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.core.errors import PipelineError
+from medical_matryoshka.core.params import load_params
 from medical_matryoshka.team.search import TrialFailed, objective_keys, report, shown_url
 from medical_matryoshka.team.space import SPACE_FILE, check_knobs, objective_dim, parse_space
 from tests.conftest import REPO
-from tests.test_pipeline_e2e import experiments, run, tiny_repo
+from tests.repos import experiments, run, tiny_repo
 
 
 def committed_space() -> dict:

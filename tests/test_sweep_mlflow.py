@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_pipeline_e2e import experiments, run, tiny_repo
+from tests.repos import experiments, run, tiny_repo
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def test_queued_lr_sweep_reaches_the_mlflow_server(tiny_clone, mlflow_server):
     assert status.count("Success") == 2, status + logs
 
     assert sorted(params["lr"] for params in experiments(tiny_clone).values()) == [float(lr) for lr in LRS]
-    # the README's `dvc exp show` (sorted by this config's full dim): name, lr, NDCG@10 by dim in 120 columns
+    # the README's `dvc exp show` line (sorted by this config's full dim): name, lr, NDCG@10 by dim in 120 columns
     show = ["dvc", "exp", "show", "--no-pager", "--drop", ".*", "--keep", "^(Experiment|lr|d[0-9]{4})$"]
     show += ["--sort-by", "d0064", "--sort-order", "desc"]
     table = run(show, tiny_clone, COLUMNS="120").stdout

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.core.errors import PipelineError
 from medical_matryoshka.team.server import DATABASES, USER, start, stop
-from tests.test_pipeline_e2e import experiments, run, tiny_repo
+from tests.repos import experiments, run, tiny_repo
 
 pytestmark = pytest.mark.slow
 
@@ -120,7 +120,7 @@ SPACE = {
 
 
 def test_two_workers_share_one_study_and_a_third_clone_sees_every_trial(
-    team, tmp_path_factory, pubmedqa_dir, tiny_model_dir
+    team, tmp_path_factory, pubmedqa_dir, tiny_model_dir, monkeypatch
 ):
     import optuna
     from mlflow import MlflowClient
@@ -159,7 +159,9 @@ def test_two_workers_share_one_study_and_a_third_clone_sees_every_trial(
         out = (root / f"worker-{clone.name}.log").read_text()
         assert "Pareto front" in out and "best at d0064" in out and "best at d0016" in out, out[-3000:]
 
-    study = optuna.load_study(study_name=SPACE["study"], storage=team_env(team)["OPTUNA_STORAGE"])
+    for key, value in team_env(team).items():  # this process reads the study as a member would after `eval env`
+        monkeypatch.setenv(key, value)
+    study = optuna.load_study(study_name=SPACE["study"], storage=os.environ["OPTUNA_STORAGE"])
     trials = study.get_trials()
     assert len(trials) == SPACE["trials"] and {t.state.name for t in trials} == {"COMPLETE"}
     assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials)  # every trial distinct

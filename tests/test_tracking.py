@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from commands.screenshots import free_port
-from medical_matryoshka.errors import Interrupted, PipelineError
-from medical_matryoshka.tracking import runs as tracking
+from medical_matryoshka.core.errors import Interrupted, PipelineError
+from medical_matryoshka.core.tracking import identity, lifecycle, store, sweep
+from medical_matryoshka.core.tracking import run as handle
+from medical_matryoshka.team.server import free_port
 from tests.conftest import REPO
 
 
@@ -33,9 +34,9 @@ def runs(uri: str):
 
 def test_stages_of_one_execution_nest_under_one_parent(tracking_store, in_repo):
     all_params = {"lr": 2e-5, "model": {"dims": [384, 32]}}
-    with tracking.stage_run("prepare", {"seed": 42}, "test-exp", all_params, final=False) as run:
+    with lifecycle.stage_run("prepare", {"seed": 42}, "test-exp", all_params, final=False) as run:
         run.log_metrics({"rows": {"train_pairs": 10}})
-    with tracking.stage_run("baseline", {"model": {"dims": [384, 32]}}, "test-exp", all_params) as run:
+    with lifecycle.stage_run("baseline", {"model": {"dims": [384, 32]}}, "test-exp", all_params) as run:
         run.log_metrics({"base": {"dim_384": {"cosine_ndcg@10": 0.88}}})
         run.log_metrics({"d0384.base": 0.88}, parent=True)
     found = runs(tracking_store)
@@ -72,12 +73,12 @@ def test_a_parent_is_named_after_what_distinguishes_it(tracking_store, in_repo, 
     git(in_repo, "add", "params.yaml")
     git(in_repo, "commit", "-qm", "params")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=in_repo, capture_output=True, text=True).stdout.strip()
-    with tracking.stage_run("prepare", {}, "test-exp", {}):
+    with lifecycle.stage_run("prepare", {}, "test-exp", {}):
         pass
     (in_repo / "params.yaml").write_text("lr: 3e-05\ntrain:\n  epochs: 3\n")  # what `dvc exp run -S lr=3e-05` writes
     monkeypatch.setenv("DVC_EXP_NAME", "civil-razz")
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", head)
-    with tracking.stage_run("train", {}, "test-exp", {}):
+    with lifecycle.stage_run("train", {}, "test-exp", {}):
         pass
     parents = {r.info.run_name: r for r in runs(tracking_store).values() if "mlflow.parentRunId" not in r.data.tags}
     assert set(parents) == {f"repro @{head[:7]} (committed params)", "civil-razz lr=3e-05"}
@@ -95,18 +96,18 @@ def test_another_data_set_is_named_by_its_folder_not_every_key_of_its_profile():
         "data.leaked_queries": "drop",
     }
     params = {"data": {"path": "data/raw/scifact"}}
-    assert tracking.short_overrides(changed, params) == {
+    assert identity.short_overrides(changed, params) == {
         "model.max_seq_length": "256",
         "data.leaked_queries": "drop",
         "data": "scifact",
     }
-    assert tracking.short_overrides({"lr": "3e-05"}, params) == {"lr": "3e-05"}
+    assert identity.short_overrides({"lr": "3e-05"}, params) == {"lr": "3e-05"}
 
 
 def test_each_dvc_experiment_gets_its_own_parent(tracking_store, in_repo, monkeypatch):
     for name in ("exp-a", "exp-b"):
         monkeypatch.setenv("DVC_EXP_NAME", name)
-        with tracking.stage_run("baseline", {}, "test-exp", {"lr": 1}):
+        with lifecycle.stage_run("baseline", {}, "test-exp", {"lr": 1}):
             pass
     parents = [r for r in runs(tracking_store).values() if "mlflow.parentRunId" not in r.data.tags]
     assert sorted(r.info.run_name for r in parents) == ["exp-a", "exp-b"]  # not in git: no overrides to name
@@ -115,7 +116,7 @@ def test_each_dvc_experiment_gets_its_own_parent(tracking_store, in_repo, monkey
 def test_changed_params_start_a_new_parent(tracking_store, in_repo):
     for lr in ("1e-5", "3e-5"):
         (in_repo / "params.yaml").write_text(f"lr: {lr}\n")
-        with tracking.stage_run("baseline", {}, "test-exp", {"lr": lr}):
+        with lifecycle.stage_run("baseline", {}, "test-exp", {"lr": lr}):
             pass
     parents = [r for r in runs(tracking_store).values() if "mlflow.parentRunId" not in r.data.tags]
     assert sorted(r.data.params["lr"] for r in parents) == ["1e-5", "3e-5"]
@@ -130,30 +131,30 @@ def statuses(uri: str) -> dict[str, str]:
 
 
 def test_a_failing_stage_marks_its_run_and_the_parent_failed(tracking_store, in_repo):
-    with pytest.raises(RuntimeError), tracking.stage_run("baseline", {}, "test-exp", {}, final=False):
+    with pytest.raises(RuntimeError), lifecycle.stage_run("baseline", {}, "test-exp", {}, final=False):
         raise RuntimeError("boom")
     assert statuses(tracking_store) == {"baseline": "FAILED", "parent": "FAILED"}
 
 
 def test_parent_is_finished_only_after_the_final_stage(tracking_store, in_repo):
-    with tracking.stage_run("prepare", {}, "test-exp", {}, final=False):
+    with lifecycle.stage_run("prepare", {}, "test-exp", {}, final=False):
         pass
     assert statuses(tracking_store) == {"prepare": "FINISHED", "parent": "SCHEDULED"}
-    with tracking.stage_run("train", {}, "test-exp", {}, final=False):
+    with lifecycle.stage_run("train", {}, "test-exp", {}, final=False):
         assert statuses(tracking_store)["parent"] == "RUNNING"
-    with tracking.stage_run("evaluate", {}, "test-exp", {}, final=True):
+    with lifecycle.stage_run("evaluate", {}, "test-exp", {}, final=True):
         pass
     assert statuses(tracking_store) == {n: "FINISHED" for n in ("prepare", "train", "evaluate", "parent")}
 
 
 def test_the_pipeline_s_final_stage_is_export():
-    from medical_matryoshka.config.stage import final_stages
+    from medical_matryoshka.core.pipeline import final_stages
 
     assert final_stages(REPO / "dvc.yaml") == {"export"}  # it reads evaluate's frontier: the parent ends with it
 
 
 def test_an_interrupted_stage_is_killed(tracking_store, in_repo):
-    with pytest.raises(Interrupted), tracking.stage_run("train", {}, "test-exp", {}, final=False):
+    with pytest.raises(Interrupted), lifecycle.stage_run("train", {}, "test-exp", {}, final=False):
         raise Interrupted(signal.SIGTERM)
     assert statuses(tracking_store) == {"train": "KILLED", "parent": "KILLED"}
 
@@ -161,11 +162,11 @@ def test_an_interrupted_stage_is_killed(tracking_store, in_repo):
 def test_runs_left_running_by_a_dead_process_are_marked_killed(tracking_store, in_repo):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    with tracking.stage_run("train", {}, "test-exp", {}, final=False) as run:
-        run.client.set_tag(run.run_id, tracking.PID_TAG, str(dead.pid))  # as if that process had run it
+    with lifecycle.stage_run("train", {}, "test-exp", {}, final=False) as run:
+        run.client.set_tag(run.run_id, sweep.PID_TAG, str(dead.pid))  # as if that process had run it
         run.end = lambda *args: None  # no end written: the run stays RUNNING, as after a SIGKILL
     assert statuses(tracking_store)["train"] == "RUNNING"
-    with tracking.stage_run("evaluate", {}, "test-exp", {}, final=True):
+    with lifecycle.stage_run("evaluate", {}, "test-exp", {}, final=True):
         pass
     assert statuses(tracking_store) == {"train": "KILLED", "evaluate": "FINISHED", "parent": "FINISHED"}
 
@@ -173,8 +174,8 @@ def test_runs_left_running_by_a_dead_process_are_marked_killed(tracking_store, i
 def test_sigterm_ends_a_stage_with_one_line_and_a_killed_run(tracking_store, in_repo):
     script = (
         "import time\n"
-        "from medical_matryoshka.errors import run_main\n"
-        "from medical_matryoshka.tracking.runs import stage_run\n"
+        "from medical_matryoshka.core.errors import run_main\n"
+        "from medical_matryoshka.core.tracking.lifecycle import stage_run\n"
         "def main():\n"
         "    with stage_run('train', {}, 'test-exp', {}, final=False):\n"
         "        print('started', flush=True)\n"
@@ -197,7 +198,7 @@ def test_sigterm_ends_a_stage_with_one_line_and_a_killed_run(tracking_store, in_
 
 
 def test_a_tracking_failure_mid_stage_keeps_the_work(tracking_store, in_repo, capsys):
-    with tracking.stage_run("evaluate", {}, "test-exp", {}) as run:
+    with lifecycle.stage_run("evaluate", {}, "test-exp", {}) as run:
 
         def broken(*args, **kwargs):
             raise ConnectionError("server went away\nsecond line")
@@ -217,16 +218,16 @@ def test_an_unreachable_tracking_server_stops_at_once_or_is_skipped(monkeypatch,
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     with pytest.raises(PipelineError, match=f"MLflow tracking server {uri} is unreachable .*tracking.unreachable=skip"):
-        tracking.check_tracking("fail")
-    assert tracking.check_tracking("skip") is False
+        store.check_tracking("fail")
+    assert store.check_tracking("skip") is False
     assert "runs without tracking" in capsys.readouterr().err
-    with tracking.stage_run("train", {}, "test-exp", {}, enabled=False) as run:
+    with lifecycle.stage_run("train", {}, "test-exp", {}, enabled=False) as run:
         run.log_metrics({"a": 1.0})  # a no-op, no network
     assert run.client is None
 
 
 def test_a_tracking_failure_mid_stage_still_ends_the_run_when_the_store_answers(tracking_store, in_repo):
-    with tracking.stage_run("evaluate", {}, "test-exp", {}) as run:
+    with lifecycle.stage_run("evaluate", {}, "test-exp", {}) as run:
         run._call("get_run", "no-such-run")  # fails: logging is off
         assert run.failed
     assert statuses(tracking_store) == {"evaluate": "FINISHED", "parent": "FINISHED"}
@@ -242,7 +243,7 @@ def test_a_url_that_answers_but_is_not_an_mlflow_server_is_unreachable(monkeypat
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     try:
         with pytest.raises(PipelineError, match=f"HTTP 404 from {uri}/health: not an MLflow tracking server"):
-            tracking.check_tracking("fail")
+            store.check_tracking("fail")
     finally:
         server.shutdown()
 
@@ -256,7 +257,7 @@ def test_artifacts_of_the_default_store_land_beside_it(monkeypatch, tmp_path):
     (queue_copy / "params.yaml").write_text("lr: 1\n")
     monkeypatch.chdir(queue_copy)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    with tracking.stage_run("evaluate", {}, "test-exp", {}) as run:
+    with lifecycle.stage_run("evaluate", {}, "test-exp", {}) as run:
         (queue_copy / "plot.png").write_bytes(b"png")
         run.log_artifact(queue_copy / "plot.png")
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -267,15 +268,15 @@ def test_artifacts_of_the_default_store_land_beside_it(monkeypatch, tmp_path):
 def test_default_store_is_at_the_dvc_root(monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert store.tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert tracking.tracking_uri() == "http://127.0.0.1:5000"
+    assert store.tracking_uri() == "http://127.0.0.1:5000"
 
 
 def test_a_finished_parent_is_never_reopened_a_rerun_gets_its_own(tracking_store, in_repo):
-    with tracking.stage_run("evaluate", {}, "test-exp", {"lr": 1}, final=True):
+    with lifecycle.stage_run("evaluate", {}, "test-exp", {"lr": 1}, final=True):
         pass
-    with tracking.stage_run("evaluate", {}, "test-exp", {"lr": 1}, final=True):  # `dvc repro -f evaluate`
+    with lifecycle.stage_run("evaluate", {}, "test-exp", {"lr": 1}, final=True):  # `dvc repro -f evaluate`
         pass
     parents = sorted(
         (r for r in runs(tracking_store).values() if "mlflow.parentRunId" not in r.data.tags),
@@ -286,12 +287,12 @@ def test_a_finished_parent_is_never_reopened_a_rerun_gets_its_own(tracking_store
 
 
 def test_an_unfinished_parent_goes_on(tracking_store, in_repo):
-    with pytest.raises(RuntimeError), tracking.stage_run("train", {}, "test-exp", {}, final=False):
+    with pytest.raises(RuntimeError), lifecycle.stage_run("train", {}, "test-exp", {}, final=False):
         raise RuntimeError("boom\nmore")
     assert statuses(tracking_store) == {"train": "FAILED", "parent": "FAILED"}
     failed = next(r for r in runs(tracking_store).values() if r.data.tags.get("stage") == "train")
     assert failed.data.tags["error"] == "boom"  # the line the terminal showed, on the run
-    with tracking.stage_run("evaluate", {}, "test-exp", {}, final=True):  # the rerun completes the same execution
+    with lifecycle.stage_run("evaluate", {}, "test-exp", {}, final=True):  # the rerun completes the same execution
         pass
     parents = [r for r in runs(tracking_store).values() if "mlflow.parentRunId" not in r.data.tags]
     assert [r.info.status for r in parents] == ["FINISHED"]
@@ -332,22 +333,22 @@ def test_a_server_restart_as_a_stage_ends_leaves_it_finished(tmp_path, in_repo, 
     server = start_server(port, db)
     restarted = []
     try:
-        with tracking.stage_run("train", {}, "test-exp", {}, final=False) as run:
+        with lifecycle.stage_run("train", {}, "test-exp", {}, final=False) as run:
             stop(server)  # restarted while the stage ends: the end is retried until it is taken
             threading.Timer(2.0, lambda: restarted.append(start_server(port, db))).start()
             run.log_metrics({"loss": 1.0})  # lost (one warning), the work goes on
         assert statuses(uri) == {"train": "FINISHED", "parent": "SCHEDULED"}
 
         # down for longer than the retries: the state is kept and written by the next stage to start
-        monkeypatch.setattr(tracking, "END_RETRY_SECONDS", 1.0)
-        with tracking.stage_run("evaluate", {}, "test-exp", {}, final=True):
+        monkeypatch.setattr(handle, "END_RETRY_SECONDS", 1.0)
+        with lifecycle.stage_run("evaluate", {}, "test-exp", {}, final=True):
             stop(restarted.pop())
         pending = list((in_repo / ".cache/tracking").glob("*.json"))
         assert len(pending) == 1
         restarted.append(start_server(port, db))
         assert statuses(uri)["evaluate"] == "RUNNING"
         monkeypatch.setenv("DVC_EXP_NAME", "next-experiment")
-        with tracking.stage_run("prepare", {}, "test-exp", {}, final=False):
+        with lifecycle.stage_run("prepare", {}, "test-exp", {}, final=False):
             pass
         evaluate = next(r for r in runs(uri).values() if r.data.tags.get("stage") == "evaluate")
         assert evaluate.info.status == "FINISHED"  # not KILLED by the sweep
@@ -363,13 +364,13 @@ def test_a_parent_whose_dvc_is_gone_is_swept(tracking_store, in_repo):
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    with tracking.stage_run("prepare", {}, "test-exp", {}, final=False) as run:
+    with lifecycle.stage_run("prepare", {}, "test-exp", {}, final=False) as run:
         parent_id = run.parent_id
     client = MlflowClient(tracking_uri=tracking_store)
     client.update_run(parent_id, status="RUNNING")  # its stage died between reopening it and its own run
-    client.set_tag(parent_id, tracking.LAUNCHER_TAG, str(dead.pid))
+    client.set_tag(parent_id, sweep.LAUNCHER_TAG, str(dead.pid))
     (in_repo / "params.yaml").write_text("lr: 1.0e-05\n")  # another execution starts
-    with tracking.stage_run("prepare", {}, "test-exp", {}, final=False):
+    with lifecycle.stage_run("prepare", {}, "test-exp", {}, final=False):
         pass
     assert client.get_run(parent_id).info.status == "KILLED"
 
@@ -379,7 +380,7 @@ def test_the_runs_table_opens_in_model_training_mode_with_the_summary_as_columns
 
     from mlflow.tracking import MlflowClient
 
-    with tracking.stage_run("evaluate", {}, "test-exp", {"model": {"dims": [384, 32]}}) as run:
+    with lifecycle.stage_run("evaluate", {}, "test-exp", {"model": {"dims": [384, 32]}}) as run:
         link = run.runs_table_link()
     assert link.endswith(
         f"#/experiments/{run.experiment_id}/runs?workflowType=machine_learning&viewStateShareKey=training"
@@ -388,7 +389,7 @@ def test_the_runs_table_opens_in_model_training_mode_with_the_summary_as_columns
     view = json.loads(experiment.tags["mlflow.sharedViewState.training"])  # what viewStateShareKey loads
     assert view["selectedColumns"][:3] == ["metrics.`d0384.ndcg10`", "metrics.`d0032.ndcg10`", "metrics.`d0384.gain`"]
     assert "params.`lr`" in view["selectedColumns"]
-    with tracking.stage_run("evaluate", {}, "test-exp", {"model": {"dims": [768, 64]}}):  # another model: added
+    with lifecycle.stage_run("evaluate", {}, "test-exp", {"model": {"dims": [768, 64]}}):  # another model: added
         pass
     experiment = MlflowClient(tracking_uri=tracking_store).get_experiment_by_name("test-exp")
     columns = json.loads(experiment.tags["mlflow.sharedViewState.training"])["selectedColumns"]

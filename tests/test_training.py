@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from medical_matryoshka.config.params import section
-from medical_matryoshka.config.sections import EvalConfig, ModelConfig, TrainConfig, train_config
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.core.errors import PipelineError
+from medical_matryoshka.core.params import section
+from medical_matryoshka.core.sections import EvalConfig, ModelConfig, TrainConfig, train_config
 from medical_matryoshka.retrieval.dev_evaluator import dev_history
 from medical_matryoshka.retrieval.scoring import RetrievalSet
 from medical_matryoshka.training.arguments import optimizer_steps, training_args
@@ -195,7 +195,7 @@ def test_training_logs_dev_ndcg_at_every_dim_and_resumes(tiny_model_dir, tiny_cf
 
 
 def test_dims_above_the_model_are_rejected_before_training(params):
-    from medical_matryoshka.models import load_model
+    from medical_matryoshka.core.models import load_model
 
     model_cfg = dataclasses.replace(section(ModelConfig, params, "model"), dims=(512, 256))
     with pytest.raises(PipelineError, match="exceed the dimension 384"):
@@ -334,7 +334,7 @@ def test_one_training_per_checkpoint_folder_and_a_dead_holder_frees_it(tmp_path)
 SPAWN_CHILD = """
 import shlex, subprocess, sys
 trainer = [sys.executable, "-c",
-    "from medical_matryoshka.lifetime import die_with_parent; import os, time; die_with_parent(); "
+    "from medical_matryoshka.core.lifetime import die_with_parent; import os, time; die_with_parent(); "
     "print(os.getpid(), flush=True); time.sleep(120)"]
 if sys.argv[1] != "direct":  # as dvc runs a stage: `$SHELL -c "<cmd>"`; dash forks the command, bash execs it
     trainer = [sys.argv[1], "-c", shlex.join(trainer)]
@@ -418,7 +418,7 @@ def test_the_active_clock_leaves_out_a_stop(tmp_path):
 
     script = (
         "import time\n"
-        "from medical_matryoshka.lifetime import ActiveClock\n"
+        "from medical_matryoshka.core.lifetime import ActiveClock\n"
         "clock = ActiveClock()\n"
         "print('started', flush=True)\n"
         "end = time.monotonic() + 6\n"

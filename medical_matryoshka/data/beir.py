@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.core.errors import PipelineError
 
 SPLITS = ("train", "dev", "test")
 

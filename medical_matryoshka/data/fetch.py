@@ -8,9 +8,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from medical_matryoshka.config.sections import DataConfig
-from medical_matryoshka.digests import sha256_of
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.core.digests import sha256_of
+from medical_matryoshka.core.errors import PipelineError
+from medical_matryoshka.core.sections import DataConfig
 
 
 def _copy_into(out, name: str, spec: dict[str, Any], local_copy: Path | None) -> None:

@@ -6,7 +6,7 @@ import dataclasses
 
 import pandas as pd
 
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.core.errors import PipelineError
 
 
 def normalise(text: str) -> str:

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from medical_matryoshka.core.digests import sha256_of
+from medical_matryoshka.core.errors import PipelineError, first_line
 from medical_matryoshka.data.beir import json_lines
 from medical_matryoshka.data.leakage import normalise
-from medical_matryoshka.digests import sha256_of
-from medical_matryoshka.errors import PipelineError, first_line
 
 if TYPE_CHECKING:
-    from medical_matryoshka.config.sections import DataConfig
+    from medical_matryoshka.core.sections import DataConfig
 
 RECORD_COLUMNS = ["doc_id", "passage_id", "anchor", "positive", "split", "score", "negatives"]
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pandas as pd
 
+from medical_matryoshka.core.errors import PipelineError
 from medical_matryoshka.data.graph import component_report, query_components
 from medical_matryoshka.data.leakage import normalise
-from medical_matryoshka.errors import PipelineError
 
 
 def _draw(groups: pd.Series, fraction: float, seed: int) -> set[str]:

@@ -7,7 +7,8 @@ from typing import Any
 
 from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 
-from medical_matryoshka.config.sections import EvalConfig
+from medical_matryoshka.core.dims import dim_key
+from medical_matryoshka.core.sections import EvalConfig
 from medical_matryoshka.retrieval.scoring import RetrievalSet, score_all_dims
 
 DEV_NAME = "dev"
@@ -15,7 +16,7 @@ DEV_NAME = "dev"
 
 def dev_metric(dim: int, eval_cfg: EvalConfig) -> str:
     """The trainer's log key of the primary metric at `dim`: eval_dev_dim_384_cosine_ndcg@10."""
-    return f"eval_{DEV_NAME}_dim_{dim}_{eval_cfg.primary_metric}"
+    return f"eval_{DEV_NAME}_{dim_key(dim)}_{eval_cfg.primary_metric}"
 
 
 class MatryoshkaRetrievalEvaluator(SentenceEvaluator):
@@ -27,7 +28,7 @@ class MatryoshkaRetrievalEvaluator(SentenceEvaluator):
     def __init__(self, rs: RetrievalSet, dims: tuple[int, ...], eval_cfg: EvalConfig, name: str = DEV_NAME):
         super().__init__()
         self.rs, self.dims, self.eval_cfg, self.name = rs, dims, eval_cfg, name
-        self.primary_metric = f"dim_{dims[0]}_{eval_cfg.primary_metric}"
+        self.primary_metric = f"{dim_key(dims[0])}_{eval_cfg.primary_metric}"
 
     def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
         scores = score_all_dims(model, self.rs, self.dims, self.eval_cfg, split=self.name)
@@ -46,6 +47,6 @@ def dev_history(log_history: list[dict[str, Any]], dims: tuple[int, ...], eval_c
     for entry in log_history:
         if dev_metric(dims[0], eval_cfg) in entry:
             row = {"epoch": entry["epoch"], "step": entry["step"]}
-            row.update({f"dim_{d}": entry[dev_metric(d, eval_cfg)] for d in dims})
+            row.update({dim_key(d): entry[dev_metric(d, eval_cfg)] for d in dims})
             rows.append(row)
     return rows

@@ -16,7 +16,6 @@ approximate index would make the numbers depend on its build; benchmarks/index_s
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +23,10 @@ import pandas as pd
 import torch
 from sentence_transformers.util import quantize_embeddings
 
-from medical_matryoshka.config.sections import PRECISION_BITS, EvalConfig, FrontierConfig
-from medical_matryoshka.errors import require_input
-from medical_matryoshka.models import encode
+from medical_matryoshka.core.dims import dim_label
+from medical_matryoshka.core.errors import require_input
+from medical_matryoshka.core.models import encode
+from medical_matryoshka.core.sections import EvalConfig, FrontierConfig, bytes_per_vector
 from medical_matryoshka.retrieval.scoring import (
     EncodedSet,
     RetrievalSet,
@@ -35,12 +35,6 @@ from medical_matryoshka.retrieval.scoring import (
     metrics_by_dim,
     rank_scores,
 )
-from medical_matryoshka.retrieval.tables import dim_label
-
-
-def bytes_per_vector(dim: int, precision: str) -> int:
-    """What one stored vector costs: 4 bytes a component in float32, 1 in int8, 1 bit (packed) in binary."""
-    return math.ceil(dim * PRECISION_BITS[precision] / 8)
 
 
 def _unit(x: torch.Tensor) -> np.ndarray:
@@ -147,14 +141,3 @@ def score_with_frontier(
 def vector_bytes(dims: tuple[int, ...], precisions: tuple[str, ...]) -> dict[str, dict[str, int]]:
     """{"d0032": {"float32": 128, ...}, ...}: bytes per stored vector, the frontier's x axis."""
     return {dim_label(d): {p: bytes_per_vector(d, p) for p in precisions} for d in sorted(dims)}
-
-
-def frontier_table(values: dict[str, dict[str, float]], measure: str, title: str) -> str:
-    """The frontier as the terminal shows it: a row per dim, a column per precision, bytes per vector beside."""
-    precisions = list(next(iter(values.values())))
-    lines = [f"{title}: test {measure} by dim and precision (bytes per vector)"]
-    lines.append("  dim" + "".join(f"{p:>18}" for p in precisions))
-    for dim, row in values.items():
-        cells = (f"{row[p]:.4f} ({bytes_per_vector(int(dim[1:]), p)})" for p in precisions)
-        lines.append(f"{int(dim[1:]):>5}" + "".join(f"{c:>18}" for c in cells))
-    return "\n".join(lines)

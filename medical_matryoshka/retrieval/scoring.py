@@ -19,9 +19,10 @@ import torch
 from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 from sentence_transformers.util import cos_sim
 
-from medical_matryoshka.config.sections import SCORE_FUNCTION, EvalConfig
-from medical_matryoshka.errors import PipelineError, require_input
-from medical_matryoshka.models import encode
+from medical_matryoshka.core.dims import dim_key
+from medical_matryoshka.core.errors import PipelineError, require_input
+from medical_matryoshka.core.models import encode
+from medical_matryoshka.core.sections import SCORE_FUNCTION, EvalConfig
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def metrics_by_dim(encoded: EncodedSet, dims: tuple[int, ...]) -> dict[str, dict
     check_dims(dims, encoded.queries.shape[1])
     ids = encoded.evaluator.corpus_ids
     return {
-        f"dim_{dim}": encoded.metrics(rank_corpus(encoded.queries, encoded.corpus, ids, dim, encoded.top_k))
+        dim_key(dim): encoded.metrics(rank_corpus(encoded.queries, encoded.corpus, ids, dim, encoded.top_k))
         for dim in dims
     }
 

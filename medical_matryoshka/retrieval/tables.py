@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from medical_matryoshka.core.dims import dim_label, dim_of
+
 
 def metric_change(base: dict, finetuned: dict) -> dict:
     """finetuned - base for every dimension and metric both have."""
@@ -12,14 +14,9 @@ def metric_change(base: dict, finetuned: dict) -> dict:
     }
 
 
-def dim_label(dim: str | int) -> str:
-    """dim_384 -> d0384: a dimension's name that sorts by size and tells 32 from 384 in a narrow column."""
-    return f"d{int(str(dim).removeprefix('dim_')):04d}"
-
-
 def by_dim(table: dict, metric: str) -> dict[str, float]:
     """{d0384: value} of one metric, smallest dimension first."""
-    dims = sorted(table, key=lambda d: int(d.removeprefix("dim_")))
+    dims = sorted(table, key=dim_of)
     return {dim_label(dim): table[dim][metric] for dim in dims}
 
 

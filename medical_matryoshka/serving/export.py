@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from medical_matryoshka.config.sections import EXPORT_RUNTIMES, EXPORT_WEIGHTS
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.core.errors import PipelineError
+from medical_matryoshka.core.sections import EXPORT_RUNTIMES, EXPORT_WEIGHTS
 from medical_matryoshka.serving.encoder import MANIFEST, TOKENIZER
 
 GRAPH_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # in this order, those the tokenizer gives

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medical_matryoshka.errors import Interrupted, PipelineError
-from medical_matryoshka.lifetime import parent_death_signal
-from medical_matryoshka.retrieval.tables import dim_label
+from medical_matryoshka.core.dims import dim_label, dim_of, is_label
+from medical_matryoshka.core.errors import Interrupted, PipelineError
+from medical_matryoshka.core.lifetime import parent_death_signal
 from medical_matryoshka.team.space import SearchSpace, objective_dim, override_text
 
 TRIAL_LOGS = ".cache/search"  # one <experiment>.log per trial: what its `dvc exp run` printed
@@ -41,7 +41,7 @@ class TrialFailed(Exception):
 
 def objective_keys(space: SearchSpace, summary: Mapping[str, float]) -> list[str]:
     """metrics/summary.json keys of the objectives: `full` is the largest dim, `smallest` the smallest."""
-    dims = sorted(int(k[1:]) for k in summary if re.fullmatch(r"d\d{4}", k))
+    dims = sorted(dim_of(k) for k in summary if is_label(k))
     if not dims:
         raise TrialFailed(f"metrics/summary.json holds no dims ({sorted(summary)})")
     keys = []

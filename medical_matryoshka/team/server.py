@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.core.errors import PipelineError
 
 USER = "mlflow"  # the PostgreSQL role initdb creates (a superuser of this private cluster only)
 DATABASES = ("mlflow", "optuna")  # MLflow's and Optuna's schemas both keep an `alembic_version` table: apart
@@ -52,9 +52,29 @@ class Server:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on (for a local server, or a dead one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_mlflow(*args: str) -> tuple[subprocess.Popen, str]:
+    """`mlflow <args> --host 127.0.0.1 --port <free>` (ui or server), once its /health answers: (process, URL)."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", *args, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{base}/health", timeout=2)
+            return server, base
+        except OSError:
+            time.sleep(1)
+    server.kill()
+    raise PipelineError(f"mlflow {args[0]} did not answer within 120 s")
 
 
 def pg_bin(name: str) -> str:

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.core.dims import dim_of
+from medical_matryoshka.core.errors import PipelineError
 
 SPACE_FILE = "conf/search.yaml"
 TYPES = ("float", "int", "categorical")
@@ -131,7 +132,7 @@ def override_text(value: Any) -> str:
 def check_knobs(space: SearchSpace, params: Mapping[str, Any], conf: Path, where: str = SPACE_FILE) -> None:
     """Every knob must be a key of params.yaml or a config group of conf/: DVC reruns nothing for a key no stage
     declares, so a typo would give every trial the baseline's numbers."""
-    from medical_matryoshka.tracking.runs import flatten
+    from medical_matryoshka.core.tracking.identity import flatten
 
     keys = set(flatten(params))
     groups = {p.name: {f.stem for f in p.glob("*.yaml")} for p in conf.iterdir() if p.is_dir()}
@@ -155,4 +156,4 @@ def check_knobs(space: SearchSpace, params: Mapping[str, Any], conf: Path, where
 
 def objective_dim(name: str, dims: list[int]) -> int:
     """The dim an objective names: `full` the largest of `dims`, `smallest` the smallest, dNNNN the dim NNNN."""
-    return max(dims) if name == "full" else min(dims) if name == "smallest" else int(name[1:])
+    return max(dims) if name == "full" else min(dims) if name == "smallest" else dim_of(name)

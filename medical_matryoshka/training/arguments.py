@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from medical_matryoshka.config.sections import EvalConfig, TrainConfig
+from medical_matryoshka.core.sections import EvalConfig, TrainConfig
 from medical_matryoshka.retrieval.dev_evaluator import dev_metric
 from medical_matryoshka.training.runtime import machine_precision, world_size
 

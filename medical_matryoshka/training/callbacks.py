@@ -8,10 +8,10 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from medical_matryoshka.config.sections import EvalConfig
+from medical_matryoshka.core.dims import dim_label
+from medical_matryoshka.core.sections import EvalConfig
+from medical_matryoshka.core.tracking.run import StageRun
 from medical_matryoshka.retrieval.dev_evaluator import dev_metric
-from medical_matryoshka.retrieval.tables import dim_label
-from medical_matryoshka.tracking.runs import StageRun
 
 SHOWN = ("mrr@10", "recall@10")  # the dev measures a terminal line shows after the primary one
 

@@ -16,8 +16,8 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from medical_matryoshka.atomic import write_json
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.core.atomic import write_json
+from medical_matryoshka.core.errors import PipelineError
 
 COMPLETE = "checkpoint_complete.json"  # written into checkpoint-N after the trainer has saved all of it
 LOCK = ".training.lock"

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medical_matryoshka.config.sections import PathsConfig, TrainConfig
-from medical_matryoshka.errors import PipelineError, require_input
+from medical_matryoshka.core.errors import PipelineError, require_input
+from medical_matryoshka.core.sections import PathsConfig, TrainConfig
 
 
 def check_train_pairs(pairs: pd.DataFrame, cfg: TrainConfig) -> tuple[pd.DataFrame, int]:

@@ -9,8 +9,8 @@ from sentence_transformers.sentence_transformer.losses import (
     MultipleNegativesRankingLoss,
 )
 
-from medical_matryoshka.config.sections import TrainConfig
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.core.errors import PipelineError
+from medical_matryoshka.core.sections import TrainConfig
 from medical_matryoshka.training.runtime import world_size
 
 

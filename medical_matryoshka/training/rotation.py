@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from medical_matryoshka.models import encode
+from medical_matryoshka.core.dims import dim_key
+from medical_matryoshka.core.models import encode
 
 
 def add_pca_rotation(model, texts: list[str], dims: tuple[int, ...], batch_size: int) -> dict[str, float]:
@@ -30,4 +31,4 @@ def add_pca_rotation(model, texts: list[str], dims: tuple[int, ...], batch_size:
     model.append(Dense(width, width, bias=False, activation_function=None, init_weight=rotation))
     model.append(Normalize())  # training moves the layer off orthogonal: keep unit-length outputs (dot = cosine)
     share = values[order].clamp(min=0).cumsum(0) / values.clamp(min=0).sum()
-    return {f"pca_variance_dim_{d}": round(float(share[d - 1]), 4) for d in dims}
+    return {f"pca_variance_{dim_key(d)}": round(float(share[d - 1]), 4) for d in dims}

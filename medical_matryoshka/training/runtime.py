@@ -8,8 +8,8 @@ import sys
 
 import torch
 
-from medical_matryoshka.errors import PipelineError
-from medical_matryoshka.lifetime import parent_death_signal
+from medical_matryoshka.core.errors import PipelineError
+from medical_matryoshka.core.lifetime import parent_death_signal
 
 
 def world_size() -> int:
@@ -29,8 +29,8 @@ def under_torchrun() -> bool:
 def launch_distributed(nproc: int, module: str) -> int:
     """Rerun `module` under torchrun with `nproc` processes on this machine; DDP does the rest.
 
-    Across machines, start `torchrun --nnodes ... -m <module>` on each yourself (README "Distributed
-    training"): a stage that already runs under torchrun (WORLD_SIZE set) does not relaunch.
+    Across machines, start `torchrun --nnodes ... -m <module>` on each yourself (docs/performance.md,
+    Distributed training): a stage that already runs under torchrun (WORLD_SIZE set) does not relaunch.
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     print(f"train.nproc={nproc}: {' '.join(cmd[1:])} -m {module}", flush=True)
@@ -49,7 +49,7 @@ def resolve_precision(precision: str, cuda: bool, cuda_bf16: bool, cpu_bf16: boo
     """The precision training really uses.
 
     auto: bf16 mixed precision on a CUDA GPU that has bf16, and on a CPU with native bf16 (AVX-512 BF16 /
-    AMX; README "Performance" measures the gain); fp32 otherwise. fp16 needs CUDA (it needs a loss scaler).
+    AMX; docs/performance.md measures the gain); fp32 otherwise. fp16 needs CUDA (it needs a loss scaler).
     """
     if precision == "auto":
         return "bf16" if (cuda and cuda_bf16) or (not cuda and cpu_bf16) else "fp32"

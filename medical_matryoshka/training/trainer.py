@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medical_matryoshka.config.sections import EvalConfig, ModelConfig, TrainConfig
-from medical_matryoshka.errors import free_bytes, is_disk_full, no_space
-from medical_matryoshka.lifetime import ActiveClock
-from medical_matryoshka.models import load_model
+from medical_matryoshka.core.errors import free_bytes, is_disk_full, no_space
+from medical_matryoshka.core.lifetime import ActiveClock
+from medical_matryoshka.core.models import load_model
+from medical_matryoshka.core.sections import EvalConfig, ModelConfig, TrainConfig
+from medical_matryoshka.core.tracking.run import StageRun
 from medical_matryoshka.retrieval.dev_evaluator import MatryoshkaRetrievalEvaluator, dev_history
 from medical_matryoshka.retrieval.scoring import RetrievalSet
-from medical_matryoshka.tracking.runs import StageRun
 from medical_matryoshka.training.arguments import training_args
 from medical_matryoshka.training.callbacks import CompactProgress, MlflowLogCallback
 from medical_matryoshka.training.checkpoints import MarkCompleteCheckpoints, checkpoint_bytes

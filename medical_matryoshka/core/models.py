@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from medical_matryoshka.config.sections import ModelConfig, ModelSource
-from medical_matryoshka.digests import folder_digest
-from medical_matryoshka.errors import PipelineError
-from medical_matryoshka.offline_models import installed_path
+from medical_matryoshka.core.digests import folder_digest
+from medical_matryoshka.core.errors import PipelineError
+from medical_matryoshka.core.offline_models import installed_path
+from medical_matryoshka.core.sections import ModelConfig, ModelSource
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

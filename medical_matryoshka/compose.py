@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.core.errors import PipelineError
 
 
 def compose(output: str | Path, overrides: list[str], conf_dir: str | Path = "conf") -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.core.errors import PipelineError
 
 PARAMS_FILE = "params.yaml"
 RECOMPOSE = "recompose: python -m commands.compose_params"

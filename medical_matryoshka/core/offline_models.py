@@ -17,8 +17,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from medical_matryoshka.digests import sha256_of
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.core.digests import sha256_of
+from medical_matryoshka.core.errors import PipelineError
 
 VERIFIED = ".verified-sha256"  # written last: a folder without it is not a finished install
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any, Self
 
-from medical_matryoshka.config.params import RECOMPOSE, build
-from medical_matryoshka.errors import PipelineError
+from medical_matryoshka.core.errors import PipelineError
+from medical_matryoshka.core.params import RECOMPOSE, build
 
 SCORE_FUNCTION = "cosine"  # retrieval ranks by cosine similarity, as the card's evaluator does
 PRIMARY_CUTOFF = 10  # runs are compared by NDCG@10, as in the card (dvc.yaml's plot reads column ndcg_at_10)
@@ -288,6 +289,11 @@ def train_config(params: dict[str, Any]) -> TrainConfig:
 
 # Embedding precisions of the size/quality frontier, and the bits each stores per dimension.
 PRECISION_BITS = {"float32": 32, "int8": 8, "binary": 1, "binary_rescore": 1}
+
+
+def bytes_per_vector(dim: int, precision: str) -> int:
+    """What one stored vector costs: 4 bytes a component in float32, 1 in int8, 1 bit (packed) in binary."""
+    return math.ceil(dim * PRECISION_BITS[precision] / 8)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from medical_matryoshka.errors import disk_full
+from medical_matryoshka.core.errors import disk_full
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -1,67 +1,29 @@
 """One DVC stage's view of params.yaml: exactly the keys dvc.yaml declares for it.
 
 dvc.yaml is the single list of what a stage reads: DVC reruns the stage when one of those keys changes,
-the stage may read only those keys (anything else is an error), and it logs exactly those to MLflow.
+the stage may read only those keys (anything else is an error), and it logs exactly those to MLflow
+(core/tracking/; the pipeline's shape comes from core/pipeline.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 import shutil
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from medical_matryoshka.config.params import PARAMS_FILE, RECOMPOSE, build, convert, load_params
-from medical_matryoshka.config.sections import (
+from medical_matryoshka.core.errors import PipelineError, on_failure
+from medical_matryoshka.core.params import PARAMS_FILE, RECOMPOSE, build, convert, load_params
+from medical_matryoshka.core.pipeline import PIPELINE_FILE, declared_params, final_stages, stage_outputs
+from medical_matryoshka.core.sections import (
+    SECTIONS,
     TRAIN_KNOBS,
     PathsConfig,
     TrackingConfig,
-    TrainConfig,
     check_params,
     train_config,
 )
-from medical_matryoshka.errors import PipelineError, on_failure
-
-PIPELINE_FILE = "dvc.yaml"
-
-
-def _stages(pipeline_file: str | Path) -> dict[str, Any]:
-    return yaml.safe_load(Path(pipeline_file).read_text(encoding="utf-8")).get("stages", {})
-
-
-def _paths(entries: list) -> list[str]:
-    """Paths of a deps/outs/metrics list, whose entries are `path` or `{path: options}`."""
-    return [e if isinstance(e, str) else next(iter(e)) for e in entries]
-
-
-def final_stages(pipeline_file: str | Path = PIPELINE_FILE) -> set[str]:
-    """The stages whose outputs no other stage reads: the pipeline is done when they are."""
-    stages = _stages(pipeline_file)
-    read = [dep for spec in stages.values() for dep in _paths(spec.get("deps", []))]
-    return {
-        name
-        for name, spec in stages.items()
-        if not any(
-            dep == out or dep.startswith(out.rstrip("/") + "/")
-            for out in _paths(spec.get("outs", []) + spec.get("metrics", []))
-            for dep in read
-        )
-    }
-
-
-def declared_params(stage: str, pipeline_file: str | Path = PIPELINE_FILE) -> list[str]:
-    """The params keys dvc.yaml lists for `stage` (dotted, as DVC reads them)."""
-    spec = _stages(pipeline_file).get(stage)
-    if spec is None:
-        raise PipelineError(f"{pipeline_file} has no stage '{stage}'")
-    keys = spec.get("params", [])
-    if not all(isinstance(k, str) for k in keys):
-        raise PipelineError(f"{pipeline_file}: stage '{stage}' params must be keys of {PARAMS_FILE}, one per line")
-    return keys
 
 
 def select(params: dict[str, Any], keys: list[str]) -> dict[str, Any]:
@@ -106,7 +68,7 @@ class StageConfig:
         """The stage's view of params.yaml; a remote tracking store is checked now, before any work, and the
         stage's MLflow run opened (`begin`; a stage that may hand its work to other processes opens it later).
         Wherever the stage then stops, its run ends FAILED or KILLED with the error line (errors.run_main)."""
-        from medical_matryoshka.tracking.runs import check_tracking
+        from medical_matryoshka.core.tracking.store import check_tracking
 
         try:
             params = load_params(params_file)
@@ -132,7 +94,7 @@ class StageConfig:
 
     def begin(self):
         """Open this stage's MLflow run now (once); it ends with the stage, however the stage ends."""
-        from medical_matryoshka.tracking.runs import open_stage_run
+        from medical_matryoshka.core.tracking.lifecycle import open_stage_run
 
         if not self._run:
             run = open_stage_run(self.stage, self.params, self.tracking.experiment, self.all_params, self.tracked)
@@ -152,7 +114,7 @@ class StageConfig:
         if now is None:
             changed = problem
         else:
-            from medical_matryoshka.tracking.runs import flatten
+            from medical_matryoshka.core.tracking.identity import flatten
 
             before, after = flatten(self.params), flatten(now)
             diffs = [f"{k} {before.get(k, '(none)')} -> {after.get(k, '(none)')}" for k in {**before, **after}
@@ -175,32 +137,26 @@ class StageConfig:
             )
         return self.params[key]
 
-    def section(self, cls: type, key: str) -> Any:
-        """The declared section `key` as the frozen dataclass `cls`."""
-        return build(cls, self._declared(key), f"{key}.")
+    def section(self, key: str, cls: type | None = None) -> Any:
+        """The declared section `key` as its frozen dataclass (sections.SECTIONS; `cls` for a narrower view, such
+        as prepare's ModelSource of `model`). `train` includes the top-level sweep knobs (lr, epochs, ...), which
+        must be declared too."""
+        if key == "train" and cls is None:
+            for knob in ("train", *TRAIN_KNOBS):
+                self._declared(knob)
+            return train_config(self.params)
+        return build(cls or SECTIONS[key], self._declared(key), f"{key}.")
+
+    def sections(self, *keys: str) -> tuple[Any, ...]:
+        """Several sections by key, in order: `model, eval = stage.sections("model", "eval")`."""
+        return tuple(self.section(key) for key in keys)
 
     def seed(self) -> int:
         return convert(self._declared("seed"), int, "seed")  # its range: checked with the whole file at load
 
-    def training(self) -> TrainConfig:
-        """params.train plus the top-level sweep knobs (lr, epochs, ...): all must be declared."""
-        for key in ("train", *TRAIN_KNOBS):
-            self._declared(key)
-        return train_config(self.params)
-
     def outputs(self) -> list[Path]:
         """The stage's outs and metrics as dvc.yaml lists them, `${paths.*}` filled in from params.yaml."""
-        spec = _stages(self.pipeline_file).get(self.stage, {})
-
-        def fill(match: re.Match) -> str:
-            value: Any = self.all_params
-            for part in match.group(1).split("."):
-                value = value[part]
-            return str(value)
-
-        return [
-            Path(re.sub(r"\$\{([\w.]+)\}", fill, p)) for p in _paths(spec.get("outs", []) + spec.get("metrics", []))
-        ]
+        return stage_outputs(self.stage, self.all_params, self.pipeline_file)
 
     def remove_outputs(self) -> None:
         """Put the stage's outputs back where DVC left them before running it: absent."""
@@ -213,7 +169,7 @@ class StageConfig:
     def track(self) -> AbstractContextManager:
         """This stage's MLflow run (logging its declared params), nested under the pipeline's parent run: it
         ends FINISHED when the block does, after checking that params.yaml still holds what the stage read."""
-        from medical_matryoshka.tracking.runs import stage_run
+        from medical_matryoshka.core.tracking.lifecycle import stage_run
 
         return stage_run(
             self.stage,

@@ -1,1 +1,0 @@
-"""MLflow: a parent run per pipeline execution, a nested run per stage."""

@@ -130,3 +130,15 @@ def test_the_plot_reads_the_column_evaluate_writes():
     (plot,) = [p for p in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"] if isinstance(p, dict)]
     (spec,) = plot.values()
     assert set(spec["y"].values()) == {column}
+
+
+def test_the_core_folder_dep_hashes_source_only():
+    # Python writes __pycache__/ beside the modules it imports; were DVC to hash it with the folder, every
+    # test run or new Python would rerun all stages
+    import subprocess
+    import sys
+
+    pyc = f"{CORE}/__pycache__/errors.cpython-311.pyc"
+    cmd = [sys.executable, "-m", "dvc", "check-ignore", pyc]
+    checked = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert checked.returncode == 0 and checked.stdout.strip() == pyc, ".dvcignore must exclude __pycache__/"

@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from benchmarks.common import banner, eval_setup
+from medical_matryoshka.core.dims import dim_key
 from medical_matryoshka.core.models import load_model
 from medical_matryoshka.retrieval.scoring import EncodedSet, make_evaluator, metrics_by_dim, rank_corpus
 
@@ -40,7 +41,7 @@ def ndcg_per_query(model, evaluator, dims, eval_cfg) -> dict[int, np.ndarray]:
             ideal = sum(1 / math.log2(i + 2) for i in range(min(len(relevant), K)))
             values.append(dcg / ideal)
         out[dim] = np.array(values)
-        if abs(out[dim].mean() - stock[f"dim_{dim}"][f"cosine_ndcg@{K}"]) > 1e-6:
+        if abs(out[dim].mean() - stock[dim_key(dim)][f"cosine_ndcg@{K}"]) > 1e-6:
             raise SystemExit(f"error: per-query NDCG@{K} at {dim} disagrees with the evaluator")
     return out
 

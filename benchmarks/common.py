@@ -69,14 +69,14 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -
 
 def eval_setup(test_file: str | Path | None = None):
     """(model config, eval config, paths, test retrieval set) of the checkout's params.yaml."""
-    from medical_matryoshka.core.params import load_params, section
-    from medical_matryoshka.core.sections import EvalConfig, ModelConfig, PathsConfig
+    from medical_matryoshka.core.params import load_params
+    from medical_matryoshka.core.sections import EvalConfig, ModelConfig, PathsConfig, read_section
     from medical_matryoshka.retrieval.scoring import load_retrieval_set
 
     params = load_params()
-    paths = section(PathsConfig, params, "paths")
-    rs = load_retrieval_set(test_file or Path(paths.prepared) / "test.json")
-    return section(ModelConfig, params, "model"), section(EvalConfig, params, "eval"), paths, rs
+    paths = read_section(PathsConfig, params, "paths")
+    rs = load_retrieval_set(test_file or paths.prepared_test)
+    return read_section(ModelConfig, params, "model"), read_section(EvalConfig, params, "eval"), paths, rs
 
 
 def isolated_stage_run(tmp: Path, root: Path, params: dict, inputs: set[str]) -> tuple[Path, dict[str, str]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 from benchmarks.common import banner, eval_setup, median, timed
+from medical_matryoshka.core.dims import dim_key
 from medical_matryoshka.core.models import load_model
 from medical_matryoshka.retrieval.scoring import make_evaluator, score_all_dims
 
@@ -23,10 +24,12 @@ TOLERANCE = 1e-6
 def stock_route(model, rs, dims, eval_cfg) -> dict[str, dict[str, float]]:
     from sentence_transformers.sentence_transformer.evaluation import SequentialEvaluator
 
-    evaluators = [make_evaluator(rs, eval_cfg, name=f"dim_{dim}", truncate_dim=dim) for dim in dims]
+    evaluators = [make_evaluator(rs, eval_cfg, name=dim_key(dim), truncate_dim=dim) for dim in dims]
     flat = SequentialEvaluator(evaluators)(model)
     return {
-        f"dim_{dim}": {k.removeprefix(f"dim_{dim}_"): v for k, v in flat.items() if k.startswith(f"dim_{dim}_")}
+        dim_key(dim): {
+            k.removeprefix(f"{dim_key(dim)}_"): v for k, v in flat.items() if k.startswith(f"{dim_key(dim)}_")
+        }
         for dim in dims
     }
 
@@ -34,7 +37,7 @@ def stock_route(model, rs, dims, eval_cfg) -> dict[str, dict[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="a saved model folder (default: the base model of params.yaml)")
-    parser.add_argument("--data", default=None, help="retrieval set json (default: <paths.prepared>/test.json)")
+    parser.add_argument("--data", default=None, help="retrieval set json (default: <paths.prepared>/<paths.test_file>)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each route (median reported)")
     args = parser.parse_args()
     banner()

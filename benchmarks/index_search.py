@@ -32,8 +32,8 @@ import numpy as np
 
 from benchmarks.common import banner
 from medical_matryoshka.core.errors import PipelineError, run_main
-from medical_matryoshka.core.params import load_params, section
-from medical_matryoshka.core.sections import ModelConfig, PathsConfig
+from medical_matryoshka.core.params import load_params
+from medical_matryoshka.core.sections import ModelConfig, PathsConfig, read_section
 
 STORED = ("float32", "int8", "binary")  # what an index stores; binary_rescore stores binary
 CHUNK = 100_000  # vectors drawn at a time (float64 temporaries stay small)
@@ -45,7 +45,7 @@ def component_stats(model_dir: str, train_file: Path, batch_size: int = 64) -> t
     from medical_matryoshka.retrieval.frontier import calibration_embeddings
 
     params = load_params()
-    model_cfg = section(ModelConfig, params, "model")
+    model_cfg = read_section(ModelConfig, params, "model")
     model = load_model(model_cfg.at(model_dir))
     emb = calibration_embeddings(model, train_file, batch_size).float().cpu().numpy()
     return emb.mean(axis=0), emb.std(axis=0)
@@ -156,7 +156,7 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params()
-    model_cfg, paths = section(ModelConfig, params, "model"), section(PathsConfig, params, "paths")
+    model_cfg, paths = read_section(ModelConfig, params, "model"), read_section(PathsConfig, params, "paths")
     dims = tuple(args.dims or model_cfg.dims)
     if bad := [d for d in dims if d not in model_cfg.dims]:
         raise PipelineError(f"--dims {bad[0]} is not one of the model's Matryoshka dims {list(model_cfg.dims)}")
@@ -169,7 +169,7 @@ def main() -> None:
 
     require_input(model_dir, "train", what="fine-tuned model ")
     banner()
-    mean, std = component_stats(model_dir, Path(paths.prepared) / "train.parquet")
+    mean, std = component_stats(model_dir, paths.prepared_train)
     print(f"{args.n:,} synthetic vectors per index (per-component statistics of {model_dir}), {args.queries} queries")
     print(f"{'dim':>5} {'stored':>8} {'index':>18} {'MiB':>10} {'build s':>9} {'queries/s':>10} recall@{args.k}")
     rows = [row for dim in dims for precision in args.precisions for row in measure(args, mean, std, dim, precision)]

@@ -30,6 +30,8 @@ from sentence_transformers.sentence_transformer.losses import (
     MultipleNegativesRankingLoss,
 )
 
+from medical_matryoshka.core.dims import dim_key
+
 
 def per_dim_evaluators(path: str, dims: list[int]) -> list[InformationRetrievalEvaluator]:
     """One stock evaluator per Matryoshka dimension on a prepared retrieval set (queries, corpus, relevant)."""
@@ -37,7 +39,7 @@ def per_dim_evaluators(path: str, dims: list[int]) -> list[InformationRetrievalE
         rs = json.load(f)
     relevant = {q: set(d) for q, d in rs["relevant"].items()}
     return [
-        InformationRetrievalEvaluator(rs["queries"], rs["corpus"], relevant, name=f"dim_{d}", truncate_dim=d)
+        InformationRetrievalEvaluator(rs["queries"], rs["corpus"], relevant, name=dim_key(d), truncate_dim=d)
         for d in dims
     ]
 
@@ -49,8 +51,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=None)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--mini-batch-size", type=int, default=None)
-    parser.add_argument("--train-file", default=None, help="pairs parquet (default: <pairs>/train.parquet)")
-    parser.add_argument("--test", action="store_true", help="score the trained model on <prepared>/test.json")
+    parser.add_argument("--train-file", default=None, help="pairs parquet (default: <pairs>/<train_file>)")
+    parser.add_argument("--test", action="store_true", help="score the trained model on <prepared>/<test_file>")
     args = parser.parse_args()
 
     with open(args.params, encoding="utf-8") as f:
@@ -76,10 +78,10 @@ def main() -> None:
     model = SentenceTransformer(name)
     model.max_seq_length = m["max_seq_length"]
 
-    rows = pd.read_parquet(args.train_file or f"{paths['pairs']}/train.parquet")
+    rows = pd.read_parquet(args.train_file or f"{paths['pairs']}/{paths['train_file']}")
     rows = rows[[c for c in rows.columns if c in ("anchor", "positive") or c.startswith("negative_")]]
     train = Dataset.from_pandas(rows, preserve_index=False)
-    evaluator = SequentialEvaluator(per_dim_evaluators(f"{paths['prepared']}/dev.json", dims))
+    evaluator = SequentialEvaluator(per_dim_evaluators(f"{paths['prepared']}/{paths['dev_file']}", dims))
 
     directions = tuple(t["directions"])
     common = {"directions": directions, "scale": t["scale"], "hardness_mode": t["hardness_mode"]}
@@ -125,10 +127,10 @@ def main() -> None:
         "pairs_per_second": round(len(train) * epochs / (seconds - eval_seconds), 2),
     }
     if args.test:  # the corpus encoded once, each dim's stock evaluator fed its truncation (its own API)
-        evaluators = per_dim_evaluators(f"{paths['prepared']}/test.json", dims)
+        evaluators = per_dim_evaluators(f"{paths['prepared']}/{paths['test_file']}", dims)
         corpus = model.encode_document(evaluators[0].corpus, convert_to_tensor=True, batch_size=64)
         summary["test_ndcg@10"] = {
-            f"dim_{d}": round(ev(model, corpus_embeddings=corpus[:, :d])[f"dim_{d}_cosine_ndcg@10"], 4)
+            dim_key(d): round(ev(model, corpus_embeddings=corpus[:, :d])[f"{dim_key(d)}_cosine_ndcg@10"], 4)
             for d, ev in zip(dims, evaluators, strict=True)
         }
     with open(f"{args.out}/train.json", "w", encoding="utf-8") as f:

@@ -47,15 +47,14 @@ def profile_steps(params: dict, warmup: int, steps: int):
     import torch
     from transformers import TrainerCallback
 
-    from medical_matryoshka.core.params import section
-    from medical_matryoshka.core.sections import EvalConfig, ModelConfig, PathsConfig, train_config
+    from medical_matryoshka.core.sections import EvalConfig, ModelConfig, PathsConfig, TrainConfig, read_section
     from medical_matryoshka.training.data import read_training_data
     from medical_matryoshka.training.runtime import machine_precision
     from medical_matryoshka.training.trainer import base_model, build_trainer
 
-    cfg = train_config(params)
-    model_cfg, eval_cfg = section(ModelConfig, params, "model"), section(EvalConfig, params, "eval")
-    data = read_training_data(section(PathsConfig, params, "paths"), cfg)
+    cfg = read_section(TrainConfig, params)
+    model_cfg, eval_cfg = read_section(ModelConfig, params, "model"), read_section(EvalConfig, params, "eval")
+    data = read_training_data(read_section(PathsConfig, params, "paths"), cfg)
     model, _ = base_model(model_cfg, [], eval_cfg.batch_size)
 
     class Profile(TrainerCallback):

@@ -64,7 +64,7 @@ def padding_report(params: dict, seed: int = 0) -> dict[str, tuple[float, float]
 
     model_cfg = eval_setup()[0]
     model = load_model(model_cfg)
-    pairs = pd.read_parquet(ROOT / params["paths"]["pairs"] / "train.parquet")
+    pairs = pd.read_parquet(ROOT / params["paths"]["pairs"] / params["paths"]["train_file"])
     batch, chunk = params["batch_size"], params["train"]["mini_batch_size"]
     order = np.random.default_rng(seed).permutation(len(pairs))
     report, totals = {}, np.zeros(3)
@@ -92,7 +92,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"error: unknown variant(s) {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    if not (ROOT / params["paths"]["pairs"] / "train.parquet").is_file():
+    if not (ROOT / params["paths"]["pairs"] / params["paths"]["train_file"]).is_file():
         raise SystemExit("error: no mined pairs; run `dvc repro mine` first")
     epochs = args.epochs or params["epochs"]
     print(

@@ -20,8 +20,8 @@ from pathlib import Path
 from medical_matryoshka.card import REF, card_diff, card_views, parse_card, write_card_ref
 from medical_matryoshka.core.atomic import write_json
 from medical_matryoshka.core.errors import require_input, run_main
-from medical_matryoshka.core.params import load_params, section
-from medical_matryoshka.core.sections import EvalConfig, PathsConfig
+from medical_matryoshka.core.params import load_params
+from medical_matryoshka.core.sections import EvalConfig, PathsConfig, read_section
 
 
 def main() -> None:
@@ -34,20 +34,20 @@ def main() -> None:
     parser.add_argument("--all", action="store_true", help="diff: every metric the card published")
     args = parser.parse_args()
     params = load_params()
-    paths = section(PathsConfig, params, "paths")
+    paths = read_section(PathsConfig, params, "paths")
     if args.from_card:
         write_json(paths.card, parse_card(args.from_card.read_text(encoding="utf-8")))
         print(f"wrote {paths.card}")
     card = json.loads(Path(paths.card).read_text(encoding="utf-8"))
     if args.action == "diff":
         run = json.loads(require_input(paths.eval_metrics, "evaluate").read_text(encoding="utf-8"))
-        measures = () if args.all else tuple(args.metric) or (section(EvalConfig, params, "eval").primary_measure,)
+        measures = () if args.all else tuple(args.metric) or (read_section(EvalConfig, params, "eval").primary_measure,)
         print(f"the card ({paths.card}) and this run ({paths.eval_metrics}): test retrieval")
         print("\n".join(card_diff(card, run, measures)))
         if not args.all:
             print("(--all: every metric the card published; --metric NAME: another one)")
         return
-    metric = section(EvalConfig, params, "eval").primary_metric
+    metric = read_section(EvalConfig, params, "eval").primary_metric
     commit = write_card_ref(card_views(card, paths, metric))
     print(f"{REF} -> {commit[:12]}; compare with: python -m commands.card diff")
 

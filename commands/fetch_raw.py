@@ -17,8 +17,8 @@ from pathlib import Path
 
 from medical_matryoshka.compose import compose
 from medical_matryoshka.core.errors import PipelineError, run_main
-from medical_matryoshka.core.params import load_params, section
-from medical_matryoshka.core.sections import DataConfig
+from medical_matryoshka.core.params import load_params
+from medical_matryoshka.core.sections import DataConfig, read_section
 from medical_matryoshka.data.fetch import fetch
 
 
@@ -30,9 +30,9 @@ def main() -> None:
     if args.overrides:  # compose conf/ as `dvc exp run -S ...` would, without touching params.yaml
         with tempfile.TemporaryDirectory() as tmp:
             compose(Path(tmp) / "params.yaml", args.overrides)
-            cfg = section(DataConfig, load_params(Path(tmp) / "params.yaml"), "data")
+            cfg = read_section(DataConfig, load_params(Path(tmp) / "params.yaml"), "data")
     else:
-        cfg = section(DataConfig, load_params(), "data")
+        cfg = read_section(DataConfig, load_params(), "data")
     if not cfg.files:
         raise PipelineError(f"data source '{cfg.source}' lists no raw files to fetch (data.files is empty)")
     for path in fetch(cfg, args.local_copy):

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from medical_matryoshka.core.errors import PipelineError, require_input, run_main
 from medical_matryoshka.core.models import MODEL_TAG, weights_digest
-from medical_matryoshka.core.params import load_params, section
-from medical_matryoshka.core.sections import ModelConfig, PathsConfig, TrackingConfig
+from medical_matryoshka.core.params import load_params
+from medical_matryoshka.core.sections import ModelConfig, PathsConfig, TrackingConfig, read_section
 from medical_matryoshka.core.tracking.store import tracking_uri
 from medical_matryoshka.serving.encoder import ExportError, read_manifest
 
@@ -71,8 +71,8 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params()
-    model_cfg, paths = section(ModelConfig, params, "model"), section(PathsConfig, params, "paths")
-    experiment = section(TrackingConfig, params, "tracking").experiment
+    model_cfg, paths = read_section(ModelConfig, params, "model"), read_section(PathsConfig, params, "paths")
+    experiment = read_section(TrackingConfig, params, "tracking").experiment
     if args.dim not in model_cfg.dims:
         raise PipelineError(
             f"--dim {args.dim} is not one of the model's Matryoshka dims {list(model_cfg.dims)}; pick one "

@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from medical_matryoshka.core.errors import PipelineError, run_main
-from medical_matryoshka.core.params import load_params, section
-from medical_matryoshka.core.sections import TrackingConfig
+from medical_matryoshka.core.params import load_params
+from medical_matryoshka.core.sections import TrackingConfig, read_section
 from medical_matryoshka.core.tracking.identity import PIPELINE_TAG
 from medical_matryoshka.core.tracking.store import tracking_uri
 from medical_matryoshka.team.server import serve_mlflow
@@ -123,7 +123,7 @@ def main() -> None:
     chromium()
     OUT.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri()
-    experiment = section(TrackingConfig, load_params(), "tracking").experiment
+    experiment = read_section(TrackingConfig, load_params(), "tracking").experiment
     exp_id, run_ids = sweep_parents(uri, experiment, args.runs)
     remote = uri.startswith(("http://", "https://"))
     server, base = (None, uri.rstrip("/")) if remote else serve_mlflow("ui", "--backend-store-uri", uri)

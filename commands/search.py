@@ -25,8 +25,8 @@ import yaml
 
 from medical_matryoshka.core.dims import dim_label
 from medical_matryoshka.core.errors import PipelineError, run_main
-from medical_matryoshka.core.params import load_params, section
-from medical_matryoshka.core.sections import EvalConfig, ModelConfig, PathsConfig, TrackingConfig
+from medical_matryoshka.core.params import load_params
+from medical_matryoshka.core.sections import EvalConfig, ModelConfig, PathsConfig, TrackingConfig, read_section
 from medical_matryoshka.core.tracking.store import tracking_uri
 from medical_matryoshka.team.search import TrialFailed, Worker, load_study, report, shown_url
 from medical_matryoshka.team.space import SPACE_FILE, check_knobs, objective_dim, parse_space
@@ -67,7 +67,7 @@ def main() -> None:
     from optuna.trial import TrialState
 
     TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-    model, eval_cfg = section(ModelConfig, params, "model"), section(EvalConfig, params, "eval")
+    model, eval_cfg = read_section(ModelConfig, params, "model"), read_section(EvalConfig, params, "eval")
     label = eval_cfg.primary_measure.replace("@", "")
 
     def dev_metric(objective: str) -> str:  # the train stage's dev curve on the parent run: d0384.dev_ndcg10
@@ -78,11 +78,11 @@ def main() -> None:
     worker = Worker(
         space=space,
         repo=Path.cwd(),
-        summary_file=section(PathsConfig, params, "paths").summary_metrics,
+        summary_file=read_section(PathsConfig, params, "paths").summary_metrics,
         dev_metric=dev_metric,
         push=args.push,
         client=MlflowClient(tracking_uri=tracking_uri()),
-        experiment=section(TrackingConfig, params, "tracking").experiment,
+        experiment=read_section(TrackingConfig, params, "tracking").experiment,
     )
     taken = len(study.get_trials(deepcopy=False, states=TAKEN))  # enqueued (WAITING) trials are still to run
     print(f"worker {os.uname().nodename}:{Path.cwd()} joins study {space.study} at {shown_url(args.storage)} "

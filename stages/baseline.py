@@ -8,7 +8,6 @@ one encoding of the test set.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from medical_matryoshka.core.atomic import write_json
 from medical_matryoshka.core.models import load_model
@@ -23,11 +22,11 @@ from medical_matryoshka.retrieval.scoring import load_retrieval_set
 def main(stage: StageConfig) -> None:
     model_cfg, eval_cfg, frontier_cfg = stage.sections("model", "eval", "frontier")
 
-    test_set = load_retrieval_set(Path(stage.paths.prepared) / "test.json")
+    test_set = load_retrieval_set(stage.paths.prepared_test)
     model = load_model(model_cfg)
     with stage.track() as run:
         start = time.perf_counter()
-        train_file = Path(stage.paths.prepared) / "train.parquet"
+        train_file = stage.paths.prepared_train
         scores, scored = score_with_frontier(model, test_set, train_file, model_cfg.dims, eval_cfg, frontier_cfg)
         metrics, base_frontier = {"base": scores}, {"base": scored}
         seconds = time.perf_counter() - start

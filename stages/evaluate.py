@@ -32,7 +32,7 @@ def main(stage: StageConfig) -> None:
     model_cfg, eval_cfg, frontier_cfg = stage.sections("model", "eval", "frontier")
     paths = stage.paths
 
-    test_set = load_retrieval_set(Path(paths.prepared) / "test.json")
+    test_set = load_retrieval_set(paths.prepared_test)
     base = json.loads(require_input(paths.baseline_metrics, "baseline").read_text(encoding="utf-8"))["base"]
     base_frontier = json.loads(require_input(paths.baseline_frontier, "baseline").read_text(encoding="utf-8"))["base"]
     card = json.loads(Path(paths.card).read_text(encoding="utf-8"))
@@ -43,7 +43,7 @@ def main(stage: StageConfig) -> None:
         print(f"removed {stale}: checkpoints of an interrupted run whose model DVC has since put in place")
 
     with stage.track() as run:
-        train_file = Path(paths.prepared) / "train.parquet"
+        train_file = paths.prepared_train
         dims = model_cfg.dims
         finetuned, tuned_frontier = score_with_frontier(model, test_set, train_file, dims, eval_cfg, frontier_cfg)
         sizes = vector_bytes(model_cfg.dims, frontier_cfg.precisions)

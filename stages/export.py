@@ -11,7 +11,6 @@ the stage with one line and leaves no folder.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from medical_matryoshka.core.atomic import output_dir, write_json
 from medical_matryoshka.core.errors import PipelineError, require_input
@@ -66,7 +65,7 @@ def main(stage: StageConfig) -> None:
     model_cfg, eval_cfg, frontier_cfg, cfg = stage.sections("model", "eval", "frontier", "export")
     paths = stage.paths
 
-    test_set = load_retrieval_set(Path(paths.prepared) / "test.json")
+    test_set = load_retrieval_set(paths.prepared_test)
     frontier_file = require_input(paths.frontier_metrics, "evaluate")
     torch_frontier = json.loads(frontier_file.read_text(encoding="utf-8"))["finetuned"]
     require_input(paths.model, "train", what="fine-tuned model ")
@@ -78,7 +77,7 @@ def main(stage: StageConfig) -> None:
             export_model(model, out, cfg.runtime, cfg.weights, cfg.inference_precision, model_cfg.dims, source)
             encoder = ExportedEncoder(out)
             measured = agreement(model, encoder, verify_sample(test_set, cfg.verify_texts), eval_cfg.batch_size)
-            train_file = Path(paths.prepared) / "train.parquet"
+            train_file = paths.prepared_train
             _, exported = score_with_frontier(encoder, test_set, train_file, model_cfg.dims, eval_cfg, frontier_cfg)
             change = metric_change(torch_frontier, exported)
             check(cfg, measured, change, len(test_set.queries))

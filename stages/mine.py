@@ -1,13 +1,11 @@
 """Stage `mine`: add hard negatives to the training pairs (or pass them through when mining is off).
 
-Writes <pairs>/train.parquet with columns anchor, positive[, negative_1..n], which `train` consumes
+Writes <pairs>/<train_file> with columns anchor, positive[, negative_1..n], which `train` consumes
 directly (MultipleNegativesRankingLoss takes extra columns as negatives), and <mining_metrics>. Negatives
 given with the data (data.columns.negative) come first; mining fills the rest of each row.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pandas as pd
 
@@ -24,7 +22,7 @@ from medical_matryoshka.reports import mining_summary
 def main(stage: StageConfig) -> None:
     mining, model_cfg = stage.sections("mining", "model")
 
-    pairs = pd.read_parquet(require_input(Path(stage.paths.prepared) / "train.parquet", "prepare"))
+    pairs = pd.read_parquet(require_input(stage.paths.prepared_train, "prepare"))
     model = load_model(model_cfg) if mining.enabled else None
     with stage.track() as run:
         if model is not None:
@@ -34,7 +32,7 @@ def main(stage: StageConfig) -> None:
         stats = {"enabled": mining.enabled, **stats}
         print(mining_summary(stats, len(rows.columns) - 2, len(rows), stage.paths.mining_metrics))
         with output_dir(stage.paths.pairs) as out:
-            rows.to_parquet(out / "train.parquet", index=False)
+            rows.to_parquet(out / stage.paths.train_file, index=False)
         write_json(stage.paths.mining_metrics, stats)
         run.log_metrics({k: v for k, v in stats.items() if k != "enabled"})
 

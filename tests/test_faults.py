@@ -64,7 +64,12 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
 CASES = [
     ("seed", ["seed=-1"], {}, r"seed must be in \[0, 2\*\*32\)"),
     ("lr", ["lr=1e10"], {}, r"lr must be in \(0, 1\) .* got 1e\+10"),
-    ("weights", ["train.matryoshka_weights=[1,-1,1]"], {}, "train.matryoshka_weights must be >= 0"),
+    (
+        "weights",
+        ["train.matryoshka_weights=[1,-1,1]"],
+        {},
+        "train.matryoshka_weights must be null or a list of numbers >= 0",
+    ),
     ("ndcg", ["eval.ndcg_at_k=[5]"], {}, "eval.ndcg_at_k must have 10 as its largest cut-off"),
     ("precision", ["frontier.precisions=[float32,int4]"], {}, r"frontier.precisions: unknown precision \['int4'\]"),
     ("unknown key", ["+lrr=1", "seed=7"], {}, r"unknown key 'lrr'.*`dvc checkout` restores"),  # seed reruns prepare

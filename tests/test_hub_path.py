@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from medical_matryoshka.core.digests import sha256_of
+from medical_matryoshka.core.dims import dim_key, dim_label
 from tests.conftest import random_bert_model
 from tests.repos import run, tiny_repo
 
@@ -71,7 +72,7 @@ def test_card_configuration_runs_from_the_hf_cache_with_the_hub_off(
     assert train["optimizer_steps"] >= 1
     assert f"base_model: {CARD_MODEL}" in (repo / "models/finetuned/README.md").read_text()  # its generated card
     result_json = json.loads((repo / "metrics/eval.json").read_text())
-    expected = [f"dim_{d}" for d in CARD_DIMS]
+    expected = [dim_key(d) for d in CARD_DIMS]
     assert list(result_json["base"]) == expected and list(result_json["finetuned"]) == expected
 
     # every card dim lines up against the card's published numbers
@@ -80,6 +81,6 @@ def test_card_configuration_runs_from_the_hf_cache_with_the_hub_off(
     run(["python", "-m", "commands.card"], repo)
     diff = json.loads(run(["dvc", "metrics", "diff", "model-card", "--json"], repo).stdout)
     summary = next(v for k, v in diff.items() if k.endswith("summary.json"))
-    assert sorted(summary) == sorted(f"d{d:04d}" for d in CARD_DIMS)
+    assert sorted(summary) == sorted(dim_label(d) for d in CARD_DIMS)
     for values in summary.values():
         assert values["old"] is not None and values["new"] is not None

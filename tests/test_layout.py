@@ -122,11 +122,11 @@ def test_stages_folder_holds_only_the_pipeline_entry_points():
 
 
 def test_the_plot_reads_the_column_evaluate_writes():
-    from medical_matryoshka.core.params import load_params, section
-    from medical_matryoshka.core.sections import EvalConfig
+    from medical_matryoshka.core.params import load_params
+    from medical_matryoshka.core.sections import EvalConfig, read_section
     from medical_matryoshka.plots import plot_column
 
-    column = plot_column(section(EvalConfig, load_params(REPO / "params.yaml"), "eval"))
+    column = plot_column(read_section(EvalConfig, load_params(REPO / "params.yaml"), "eval"))
     (plot,) = [p for p in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"] if isinstance(p, dict)]
     (spec,) = plot.values()
     assert set(spec["y"].values()) == {column}
@@ -142,3 +142,15 @@ def test_the_core_folder_dep_hashes_source_only():
     cmd = [sys.executable, "-m", "dvc", "check-ignore", pyc]
     checked = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert checked.returncode == 0 and checked.stdout.strip() == pyc, ".dvcignore must exclude __pycache__/"
+
+
+def test_a_stage_reading_a_section_declares_its_top_level_knobs():
+    # `-S lr=3e-5` changes a top-level key: a stage reading train must list it, or DVC would not rerun it
+    from medical_matryoshka.core.schema import top_level
+    from medical_matryoshka.core.sections import SECTIONS
+
+    for name, spec in pipeline().items():
+        declared = set(spec.get("params", []))
+        for key in declared & set(SECTIONS):
+            missing = set(top_level(SECTIONS[key])) - declared
+            assert not missing, f"stage {name} reads {key} but dvc.yaml does not declare {sorted(missing)}"

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from medical_matryoshka.core.errors import PipelineError
+from medical_matryoshka.core.schema import build
 from medical_matryoshka.core.sections import MiningConfig
 from medical_matryoshka.negatives import mine_hard_negatives
 
@@ -116,10 +117,10 @@ def test_too_small_a_corpus_is_a_clear_error():
     [
         ({"num_negatives": 0}, "num_negatives must be >= 1"),
         ({"range_min": 5, "range_max": 5}, "range_min < range_max"),
-        ({"sampling_strategy": "hardest"}, "top or random"),
-        ({"relative_margin": -0.1}, "relative_margin must be >= 0"),
+        ({"sampling_strategy": "hardest"}, "sampling_strategy must be one of top, random"),
+        ({"relative_margin": -0.1}, "relative_margin must be null or >= 0"),
     ],
 )
 def test_bad_mining_params_are_rejected(change, message):
     with pytest.raises(PipelineError, match=message):
-        dataclasses.replace(CFG, **change).validate("mining.")
+        build(MiningConfig, {**dataclasses.asdict(CFG), **change})

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from medical_matryoshka.core.dims import dim_label
 from tests.repos import TEST_EXPORT_PRECISION, copy_worktree, experiments, run, set_yaml_keys
 
 pytestmark = pytest.mark.slow
@@ -66,12 +67,12 @@ def test_train_and_evaluate_outputs(clone, first_repro):
     train_metrics = json.loads((clone / "metrics/train.json").read_text())
     assert "checkpoint_key" not in train_metrics  # a hash is no metric for `dvc metrics diff`: it is in the model
     assert (clone / "models/finetuned/checkpoint_key").is_file()
-    from medical_matryoshka.core.sections import train_config
+    from medical_matryoshka.core.sections import TrainConfig, read_section
     from medical_matryoshka.training.arguments import optimizer_steps
 
     train = json.loads((clone / "metrics/train.json").read_text())
     params = yaml.safe_load((clone / "params.yaml").read_text())
-    assert train["optimizer_steps"] == optimizer_steps(train["train_pairs"], train_config(params)) > 0
+    assert train["optimizer_steps"] == optimizer_steps(train["train_pairs"], read_section(TrainConfig, params)) > 0
     assert [row["epoch"] for row in train["dev_ndcg@10_by_epoch"]] == [1.0]
     result = json.loads((clone / "metrics/eval.json").read_text())
     assert set(result) == {"base", "finetuned", "change"}
@@ -81,10 +82,10 @@ def test_train_and_evaluate_outputs(clone, first_repro):
     frontier = json.loads((clone / "metrics/frontier.json").read_text())
     precisions = params["frontier"]["precisions"]
     assert set(frontier) == {"bytes", "base", "finetuned"}
-    assert list(frontier["finetuned"]) == [f"d{d:04d}" for d in sorted(params["model"]["dims"])]
+    assert list(frontier["finetuned"]) == [dim_label(d) for d in sorted(params["model"]["dims"])]
     assert frontier["bytes"]["d0384"] == {"float32": 1536, "int8": 384, "binary": 48, "binary_rescore": 48}
     for dim in ("dim_384", "dim_32"):  # float32 is the evaluation's cosine ranking, from the same encoding
-        label = f"d{int(dim[4:]):04d}"
+        label = dim_label(dim)
         assert list(frontier["finetuned"][label]) == precisions
         assert frontier["finetuned"][label]["float32"] == pytest.approx(result["finetuned"][dim]["cosine_ndcg@10"])
         assert frontier["base"][label]["float32"] == pytest.approx(result["base"][dim]["cosine_ndcg@10"])
@@ -104,7 +105,7 @@ def test_train_runs_as_two_ddp_processes_under_torchrun(clone, first_repro, tmp_
     """-S train.nproc=2: torchrun, gloo on CPU, per-process batch 8 = the single run's 16; rank 0 writes."""
     from mlflow.tracking import MlflowClient
 
-    from medical_matryoshka.core.sections import train_config
+    from medical_matryoshka.core.sections import TrainConfig, read_section
     from medical_matryoshka.training.arguments import optimizer_steps
 
     ddp = tmp_path / "ddp"
@@ -122,7 +123,7 @@ def test_train_runs_as_two_ddp_processes_under_torchrun(clone, first_repro, tmp_
     train = json.loads((ddp / "metrics/train.json").read_text())
     n_pairs = train["train_pairs"]
     assert train["processes"] == 2
-    assert train["optimizer_steps"] == optimizer_steps(n_pairs, train_config(params), processes=2) > 0
+    assert train["optimizer_steps"] == optimizer_steps(n_pairs, read_section(TrainConfig, params), processes=2) > 0
     assert (ddp / "models/finetuned/model.safetensors").is_file()
     single = json.loads((clone / "metrics/eval.json").read_text())["finetuned"]
     multi = json.loads((ddp / "metrics/eval.json").read_text())["finetuned"]
@@ -137,7 +138,7 @@ def test_passage_pairs_train_as_a_second_data_set(clone, first_repro, tmp_path):
     """-S train.passage_pairs=true: one (passage, passage) row per training abstract, batched on its own."""
     import pandas as pd
 
-    from medical_matryoshka.core.sections import train_config
+    from medical_matryoshka.core.sections import TrainConfig, read_section
     from medical_matryoshka.training.arguments import optimizer_steps
     from medical_matryoshka.training.data import passage_pairs
 
@@ -157,8 +158,8 @@ def test_passage_pairs_train_as_a_second_data_set(clone, first_repro, tmp_path):
     sizes = [train["train_pairs"], train["passage_pairs"]]
     assert (
         train["optimizer_steps"]
-        == optimizer_steps(sizes, train_config(params))
-        > optimizer_steps(sizes[0], train_config(params))
+        == optimizer_steps(sizes, read_section(TrainConfig, params))
+        > optimizer_steps(sizes[0], read_section(TrainConfig, params))
     )
     assert (work / "models/finetuned/model.safetensors").is_file()
 
@@ -270,9 +271,9 @@ def test_mlflow_holds_a_parent_with_a_nested_run_per_stage(clone, first_repro):
     assert parent.data.tags[MODEL_TAG] == weights_digest(clone / "models/finetuned")  # commands.register finds it
     params = yaml.safe_load((clone / "params.yaml").read_text())
     assert parent.data.params["data.max_docs"] == str(MAX_DOCS) and float(parent.data.params["lr"]) == params["lr"]
-    summary = {f"d{dim:04d}.{part}" for dim in (384, 256, 128, 64, 32) for part in ("ndcg10", "base", "gain")}
+    summary = {f"{dim_label(dim)}.{part}" for dim in (384, 256, 128, 64, 32) for part in ("ndcg10", "base", "gain")}
     summary |= {"share.d0032_of_d0384", "train.minutes", "train.loss"}
-    summary |= {f"d{dim:04d}.dev_ndcg10" for dim in (384, 256, 128, 64, 32)}
+    summary |= {f"{dim_label(dim)}.dev_ndcg10" for dim in (384, 256, 128, 64, 32)}
     assert set(parent.data.metrics) == summary  # compact: the full table is on the evaluate run only
     result = json.loads((clone / "metrics/eval.json").read_text())
     assert parent.data.metrics["d0032.base"] == result["base"]["dim_32"]["cosine_ndcg@10"]

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from commands import plots_offline
+from medical_matryoshka.core.dims import dim_key
 from medical_matryoshka.core.errors import PipelineError
 from tests.conftest import REPO
 
@@ -80,13 +81,12 @@ def test_a_tampered_library_is_refused(registry, dvc_repo, monkeypatch):
 def test_the_png_has_the_models_dims_as_ticks_and_a_gain_panel(tmp_path):
     import matplotlib.pyplot as plt
 
-    from medical_matryoshka.core.params import section
-    from medical_matryoshka.core.sections import EvalConfig
+    from medical_matryoshka.core.sections import EvalConfig, read_section
     from medical_matryoshka.plots import STYLE, draw, metric_by_dim, write_plots
 
-    cfg = section(EvalConfig, yaml.safe_load((REPO / "params.yaml").read_text()), "eval")
+    cfg = read_section(EvalConfig, yaml.safe_load((REPO / "params.yaml").read_text()), "eval")
     metric = cfg.primary_metric
-    table = lambda values: {f"dim_{d}": {metric: v} for d, v in values.items()}  # noqa: E731
+    table = lambda values: {dim_key(d): {metric: v} for d, v in values.items()}  # noqa: E731
     tables = {
         "card_base": table({768: 0.41, 64: 0.34}),
         "card_finetuned": table({768: 0.53, 64: 0.53}),

@@ -8,8 +8,8 @@ import math
 import pytest
 import yaml
 
-from medical_matryoshka.core.params import section
-from medical_matryoshka.core.sections import DataConfig, EvalConfig
+from medical_matryoshka.core.dims import dim_key
+from medical_matryoshka.core.sections import DataConfig, EvalConfig, read_section
 from medical_matryoshka.data.sources import load_records
 from medical_matryoshka.data.splits import assign_splits, retrieval_set
 from medical_matryoshka.retrieval.scoring import RetrievalSet, make_evaluator, score_all_dims
@@ -19,7 +19,7 @@ from tests.fakes import FixedEmbeddings
 
 @pytest.fixture
 def eval_cfg() -> EvalConfig:
-    return section(EvalConfig, yaml.safe_load((REPO / "params.yaml").read_text()), "eval")
+    return read_section(EvalConfig, yaml.safe_load((REPO / "params.yaml").read_text()), "eval")
 
 
 def test_hand_computed_metrics_per_dimension(eval_cfg):
@@ -57,7 +57,7 @@ CARD_METRICS = [f"cosine_{m}@{k}" for m in ("accuracy", "precision", "recall") f
 @pytest.fixture(scope="module")
 def small_test_set(pubmedqa_dir) -> RetrievalSet:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    cfg = dataclasses.replace(section(DataConfig, params, "data"), path=str(pubmedqa_dir))
+    cfg = dataclasses.replace(read_section(DataConfig, params, "data"), path=str(pubmedqa_dir))
     records, _ = assign_splits(load_records(cfg), 0.1, 0.2, seed=42, max_docs=40)
     data = retrieval_set(records, "test", ("train", "dev", "test"))
     return RetrievalSet(data["queries"], data["corpus"], {q: set(d) for q, d in data["relevant"].items()})
@@ -67,17 +67,17 @@ def test_encode_once_equals_one_stock_evaluator_per_truncate_dim(tiny_model, sma
     dims = (64, 32, 16, 8)
     ours = score_all_dims(tiny_model, small_test_set, dims, eval_cfg)
     for dim in dims:
-        stock = make_evaluator(small_test_set, eval_cfg, name=f"dim_{dim}", truncate_dim=dim)(tiny_model)
-        assert sorted(ours[f"dim_{dim}"]) == sorted(CARD_METRICS)
-        for metric, value in ours[f"dim_{dim}"].items():
-            assert value == pytest.approx(stock[f"dim_{dim}_{metric}"], abs=1e-6), (dim, metric)
+        stock = make_evaluator(small_test_set, eval_cfg, name=dim_key(dim), truncate_dim=dim)(tiny_model)
+        assert sorted(ours[dim_key(dim)]) == sorted(CARD_METRICS)
+        for metric, value in ours[dim_key(dim)].items():
+            assert value == pytest.approx(stock[f"{dim_key(dim)}_{metric}"], abs=1e-6), (dim, metric)
 
 
 def test_the_parent_summary_is_dimension_first_and_sorts_by_dimension():
     from medical_matryoshka.retrieval.tables import by_dim, parent_summary
 
-    base = {f"dim_{d}": {"cosine_ndcg@10": v} for d, v in ((384, 0.80), (32, 0.60), (128, 0.75))}
-    tuned = {f"dim_{d}": {"cosine_ndcg@10": v} for d, v in ((384, 0.90), (32, 0.72), (128, 0.85))}
+    base = {dim_key(d): {"cosine_ndcg@10": v} for d, v in ((384, 0.80), (32, 0.60), (128, 0.75))}
+    tuned = {dim_key(d): {"cosine_ndcg@10": v} for d, v in ((384, 0.90), (32, 0.72), (128, 0.85))}
     summary = parent_summary(base, tuned, "cosine_ndcg@10", "ndcg@10")
     assert list(by_dim(tuned, "cosine_ndcg@10")) == ["d0032", "d0128", "d0384"]
     assert sorted(summary) == [

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from medical_matryoshka.core.dims import dim_key
 from medical_matryoshka.core.errors import PipelineError
-from medical_matryoshka.core.params import section
-from medical_matryoshka.core.sections import EvalConfig, ModelConfig, TrainConfig, train_config
+from medical_matryoshka.core.sections import EvalConfig, ModelConfig, TrainConfig, read_section
 from medical_matryoshka.retrieval.dev_evaluator import dev_history
 from medical_matryoshka.retrieval.scoring import RetrievalSet
 from medical_matryoshka.training.arguments import optimizer_steps, training_args
@@ -31,7 +31,7 @@ def params() -> dict:
 
 @pytest.fixture
 def tiny_cfg(params) -> TrainConfig:
-    cfg = train_config(params)
+    cfg = read_section(TrainConfig, params)
     return dataclasses.replace(
         cfg, lr=1e-4, epochs=2, batch_size=4, grad_accum=1, logging_steps=1, loss="mnrl", matryoshka_weights=None
     )
@@ -47,7 +47,7 @@ def test_card_profile_is_the_cards_recipe(tmp_path):
     out = tmp_path / "params.yaml"
     compose(out, ["train=card"], conf_dir=REPO / "conf")
     composed = yaml.safe_load(out.read_text())
-    cfg = train_config(composed)
+    cfg = read_section(TrainConfig, composed)
     assert composed["mining"]["enabled"] is False  # the card trains on plain pairs
     assert (cfg.lr, cfg.epochs, cfg.batch_size, cfg.grad_accum) == (2e-5, 4, 16, 32)
     assert (cfg.warmup_ratio, cfg.scheduler, cfg.batch_sampler, cfg.seed) == (0.1, "cosine", "no_duplicates", 42)
@@ -63,8 +63,11 @@ def test_card_profile_is_the_cards_recipe(tmp_path):
         ({"lr": -1e-5}, r"lr must be in \(0, 1\)"),
         ({"lr": 1e10}, r"lr must be in \(0, 1\) .* got 1e\+10"),
         ({"seed": -1}, r"seed must be in \[0, 2\*\*32\)"),
-        ({"train": {"matryoshka_weights": [1, -1, 1, 1, 1]}}, "train.matryoshka_weights must be >= 0"),
-        ({"train": {"matryoshka_weights": [0, 0, 0, 0, 0]}}, "not all 0"),
+        (
+            {"train": {"matryoshka_weights": [1, -1, 1, 1, 1]}},
+            "train.matryoshka_weights must be null or a list of numbers >= 0",
+        ),
+        ({"train": {"matryoshka_weights": [0, 0, 0, 0, 0]}}, "train.matryoshka_weights must not be all 0"),
         ({"batch_size": 1}, "batch_size must be >= 2"),
         ({"epochs": 0}, "epochs must be > 0"),
         ({"scheduler": "cyclic"}, "scheduler must be one of"),
@@ -72,7 +75,10 @@ def test_card_profile_is_the_cards_recipe(tmp_path):
         ({"train": {"precision": "fp8"}}, "train.precision must be one of"),
         ({"train": {"nproc": 0}}, "train.nproc must be >= 1"),
         ({"train": {"directions": ["doc_to_query"]}}, "train.directions must include query_to_doc"),
-        ({"train": {"directions": ["query_to_doc", "doc_to_passage"]}}, "train.directions must include"),
+        (
+            {"train": {"directions": ["query_to_doc", "doc_to_passage"]}},
+            "train.directions must be a list of values from query_to_doc, doc_to_query",
+        ),
         ({"train": {"scale": 0}}, "train.scale must be > 0"),
         ({"train": {"hardness_mode": "hardest"}}, "train.hardness_mode must be null or one of"),
         ({"train": {"hardness_strength": -1}}, "train.hardness_strength must be >= 0"),
@@ -85,7 +91,7 @@ def test_bad_training_params_fail_before_training(params, override, message):
         else:
             params[key] = value
     with pytest.raises(PipelineError, match=message):
-        train_config(params)
+        read_section(TrainConfig, params)
 
 
 def test_empty_text_stops_before_training(tiny_cfg):
@@ -162,7 +168,7 @@ def test_training_logs_dev_ndcg_at_every_dim_and_resumes(tiny_model_dir, tiny_cf
                 control.should_training_stop = True
 
     dims = (64, 32, 16)
-    eval_cfg = section(EvalConfig, params, "eval")
+    eval_cfg = read_section(EvalConfig, params, "eval")
     out = tmp_path / "checkpoints"
     model = SentenceTransformer(str(tiny_model_dir), device="cpu")
     first = make_trainer(model, tiny_cfg, out, dims, eval_cfg, dev_set, [StopAfterFirstEpoch()])
@@ -187,17 +193,17 @@ def test_training_logs_dev_ndcg_at_every_dim_and_resumes(tiny_model_dir, tiny_cf
     assert summary["pairs_per_second"] == round(8 / (outcome.seconds - resumed_eval), 2)
     history = dev_history(second.state.log_history, dims, eval_cfg)
     assert [row["epoch"] for row in history] == [1.0, 2.0]
-    assert all(0 <= row[f"dim_{d}"] <= 1 for row in history for d in dims)
+    assert all(0 <= row[dim_key(d)] <= 1 for row in history for d in dims)
     assert second.state.best_metric == max(row["dim_64"] for row in history)
     # the generated model card's Training Logs table shows NDCG@10 at every dimension
     logged = [row for row in model.model_card_data.training_logs if "dev_dim_16_cosine_ndcg@10" in row]
-    assert logged and all(f"dev_dim_{d}_cosine_ndcg@10" in logged[-1] for d in dims)
+    assert logged and all(f"dev_{dim_key(d)}_cosine_ndcg@10" in logged[-1] for d in dims)
 
 
 def test_dims_above_the_model_are_rejected_before_training(params):
     from medical_matryoshka.core.models import load_model
 
-    model_cfg = dataclasses.replace(section(ModelConfig, params, "model"), dims=(512, 256))
+    model_cfg = dataclasses.replace(read_section(ModelConfig, params, "model"), dims=(512, 256))
     with pytest.raises(PipelineError, match="exceed the dimension 384"):
         load_model(model_cfg)
 
@@ -216,7 +222,7 @@ def test_precision_auto_is_bf16_only_where_the_hardware_has_it():
 
 
 def test_cpu_training_args_never_carry_gpu_settings(tiny_cfg, params, tmp_path):
-    eval_cfg = section(EvalConfig, params, "eval")
+    eval_cfg = read_section(EvalConfig, params, "eval")
     args = training_args(dataclasses.replace(tiny_cfg, precision="fp32", tf32=True), tmp_path, 64, True, eval_cfg)
     assert (args.bf16, args.fp16, args.tf32, args.use_cpu) == (False, False, None, True)
     assert args.ddp_backend is None and args.dataloader_drop_last is False  # one process: nothing dropped
@@ -290,7 +296,7 @@ def test_bf16_autocast_trains_on_cpu_and_keeps_fp32_weights(tiny_model_dir, tiny
     model = SentenceTransformer(str(tiny_model_dir), device="cpu")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = dataclasses.replace(tiny_cfg, precision="bf16", epochs=1)
-    trainer = make_trainer(model, cfg, tmp_path, dims, section(EvalConfig, params, "eval"), dev_set)
+    trainer = make_trainer(model, cfg, tmp_path, dims, read_section(EvalConfig, params, "eval"), dev_set)
     result = trainer.train()
     after = model.state_dict()
     assert torch.isfinite(torch.tensor(result.training_loss))

@@ -14,16 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from medical_matryoshka.core.errors import PipelineError, on_failure
-from medical_matryoshka.core.params import PARAMS_FILE, RECOMPOSE, build, convert, load_params
+from medical_matryoshka.core.params import PARAMS_FILE, RECOMPOSE, load_params
 from medical_matryoshka.core.pipeline import PIPELINE_FILE, declared_params, final_stages, stage_outputs
-from medical_matryoshka.core.sections import (
-    SECTIONS,
-    TRAIN_KNOBS,
-    PathsConfig,
-    TrackingConfig,
-    check_params,
-    train_config,
-)
+from medical_matryoshka.core.schema import top_level
+from medical_matryoshka.core.sections import SECTIONS, PathsConfig, TrackingConfig, check_params, read_section
 
 
 def select(params: dict[str, Any], keys: list[str]) -> dict[str, Any]:
@@ -139,20 +133,19 @@ class StageConfig:
 
     def section(self, key: str, cls: type | None = None) -> Any:
         """The declared section `key` as its frozen dataclass (sections.SECTIONS; `cls` for a narrower view, such
-        as prepare's ModelSource of `model`). `train` includes the top-level sweep knobs (lr, epochs, ...), which
-        must be declared too."""
-        if key == "train" and cls is None:
-            for knob in ("train", *TRAIN_KNOBS):
-                self._declared(knob)
-            return train_config(self.params)
-        return build(cls or SECTIONS[key], self._declared(key), f"{key}.")
+        as prepare's ModelSource of `model`), with its top-level knobs (train's lr, epochs, ...), which must be
+        declared too."""
+        cls = cls or SECTIONS[key]
+        for name in (key, *top_level(cls)):
+            self._declared(name)
+        return read_section(cls, self.params, key)
 
     def sections(self, *keys: str) -> tuple[Any, ...]:
         """Several sections by key, in order: `model, eval = stage.sections("model", "eval")`."""
         return tuple(self.section(key) for key in keys)
 
     def seed(self) -> int:
-        return convert(self._declared("seed"), int, "seed")  # its range: checked with the whole file at load
+        return int(self._declared("seed"))  # its type and range: checked with the whole file at load
 
     def outputs(self) -> list[Path]:
         """The stage's outs and metrics as dvc.yaml lists them, `${paths.*}` filled in from params.yaml."""

@@ -75,12 +75,12 @@ class TrainingData:
 
 def read_training_data(paths: PathsConfig, cfg: TrainConfig) -> TrainingData:
     """The mined pairs, plus passage pairs and the rotation's texts when the profile asks for them."""
-    pairs_file = require_input(Path(paths.pairs) / "train.parquet", "mine")
+    pairs_file = require_input(paths.pairs_train, "mine")
     pairs, dropped = check_train_pairs(pd.read_parquet(pairs_file), cfg)
     datasets = {"claims": pairs}
     texts: list[str] = []
     if cfg.passage_pairs or cfg.pca_rotation:  # both need the prepare stage's (doc_id, anchor, positive) pairs
-        prepared = pd.read_parquet(require_input(Path(paths.prepared) / "train.parquet", "prepare"))
+        prepared = pd.read_parquet(require_input(paths.prepared_train, "prepare"))
         if cfg.passage_pairs:
             datasets["passages"] = passage_pairs(prepared, cfg.seed)
         if cfg.pca_rotation:

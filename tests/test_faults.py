@@ -71,7 +71,7 @@ CASES = [
         "train.matryoshka_weights must be null or a list of numbers >= 0",
     ),
     ("ndcg", ["eval.ndcg_at_k=[5]"], {}, "eval.ndcg_at_k must have 10 as its largest cut-off"),
-    ("precision", ["frontier.precisions=[float32,int4]"], {}, r"frontier.precisions must be .*got \['float32', 'int4'\]"),
+    ("precision", ["frontier.precisions=[float32,int4]"], {}, r"frontier.precisions must be .*\['float32', 'int4'\]"),
     ("unknown key", ["+lrr=1", "seed=7"], {}, r"unknown key 'lrr'.*`dvc checkout` restores"),  # seed reruns prepare
     ("weights/dims", ["train.matryoshka_weights=[1,1]"], {}, r"matryoshka_weights has 2 values for 3 dims"),
     ("fp16 on CPU", ["train.precision=fp16"], {}, r"train.precision=fp16 needs a CUDA GPU"),

@@ -43,11 +43,12 @@ def component_stats(model_dir: str, train_file: Path, batch_size: int = 64) -> t
     """Mean and standard deviation of each component of the model's embeddings of the training split."""
     from medical_matryoshka.core.models import load_model
     from medical_matryoshka.retrieval.frontier import calibration_embeddings
+    from medical_matryoshka.retrieval.scoring import load_calibration_texts
 
     params = load_params()
     model_cfg = read_section(ModelConfig, params, "model")
     model = load_model(model_cfg.at(model_dir))
-    emb = calibration_embeddings(model, train_file, batch_size).float().cpu().numpy()
+    emb = calibration_embeddings(model, load_calibration_texts(train_file), batch_size).float().cpu().numpy()
     return emb.mean(axis=0), emb.std(axis=0)
 
 

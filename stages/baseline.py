@@ -15,7 +15,7 @@ from medical_matryoshka.core.runtime import stage_main
 from medical_matryoshka.core.stage import StageConfig
 from medical_matryoshka.reports import base_scores, frontier_table
 from medical_matryoshka.retrieval.frontier import score_with_frontier
-from medical_matryoshka.retrieval.scoring import load_retrieval_set
+from medical_matryoshka.retrieval.scoring import load_calibration_texts, load_retrieval_set
 
 
 @stage_main("baseline")
@@ -23,11 +23,11 @@ def main(stage: StageConfig) -> None:
     model_cfg, eval_cfg, frontier_cfg = stage.sections("model", "eval", "frontier")
 
     test_set = load_retrieval_set(stage.paths.prepared_test)
+    calibration = load_calibration_texts(stage.paths.prepared_train)
     model = load_model(model_cfg)
     with stage.track() as run:
         start = time.perf_counter()
-        train_file = stage.paths.prepared_train
-        scores, scored = score_with_frontier(model, test_set, train_file, model_cfg.dims, eval_cfg, frontier_cfg)
+        scores, scored = score_with_frontier(model, test_set, calibration, model_cfg.dims, eval_cfg, frontier_cfg)
         metrics, base_frontier = {"base": scores}, {"base": scored}
         seconds = time.perf_counter() - start
         print(base_scores(metrics["base"], eval_cfg.primary_metric))

@@ -22,7 +22,7 @@ from medical_matryoshka.core.stage import StageConfig
 from medical_matryoshka.plots import metric_by_dim, write_frontier_plot, write_plots
 from medical_matryoshka.reports import change_table, frontier_table
 from medical_matryoshka.retrieval.frontier import score_with_frontier, vector_bytes
-from medical_matryoshka.retrieval.scoring import load_retrieval_set
+from medical_matryoshka.retrieval.scoring import load_calibration_texts, load_retrieval_set
 from medical_matryoshka.retrieval.tables import by_dim, metric_change, parent_summary
 from medical_matryoshka.training.checkpoints import discard_finished
 
@@ -33,6 +33,7 @@ def main(stage: StageConfig) -> None:
     paths = stage.paths
 
     test_set = load_retrieval_set(paths.prepared_test)
+    calibration = load_calibration_texts(paths.prepared_train)
     base = json.loads(require_input(paths.baseline_metrics, "baseline").read_text(encoding="utf-8"))["base"]
     base_frontier = json.loads(require_input(paths.baseline_frontier, "baseline").read_text(encoding="utf-8"))["base"]
     card = json.loads(Path(paths.card).read_text(encoding="utf-8"))
@@ -43,9 +44,8 @@ def main(stage: StageConfig) -> None:
         print(f"removed {stale}: checkpoints of an interrupted run whose model DVC has since put in place")
 
     with stage.track() as run:
-        train_file = paths.prepared_train
         dims = model_cfg.dims
-        finetuned, tuned_frontier = score_with_frontier(model, test_set, train_file, dims, eval_cfg, frontier_cfg)
+        finetuned, tuned_frontier = score_with_frontier(model, test_set, calibration, dims, eval_cfg, frontier_cfg)
         sizes = vector_bytes(model_cfg.dims, frontier_cfg.precisions)
         frontiers = {"bytes": sizes, "base": base_frontier, "finetuned": tuned_frontier}
         metrics = {"base": base, "finetuned": finetuned, "change": metric_change(base, finetuned)}

@@ -20,7 +20,7 @@ from medical_matryoshka.core.sections import ExportConfig
 from medical_matryoshka.core.stage import StageConfig
 from medical_matryoshka.reports import export_summary, frontier_table, worst_change
 from medical_matryoshka.retrieval.frontier import score_with_frontier
-from medical_matryoshka.retrieval.scoring import RetrievalSet, load_retrieval_set
+from medical_matryoshka.retrieval.scoring import RetrievalSet, load_calibration_texts, load_retrieval_set
 from medical_matryoshka.retrieval.tables import metric_change
 from medical_matryoshka.serving.encoder import ExportedEncoder
 from medical_matryoshka.serving.export import export_model, model_bytes
@@ -66,6 +66,7 @@ def main(stage: StageConfig) -> None:
     paths = stage.paths
 
     test_set = load_retrieval_set(paths.prepared_test)
+    calibration = load_calibration_texts(paths.prepared_train)
     frontier_file = require_input(paths.frontier_metrics, "evaluate")
     torch_frontier = json.loads(frontier_file.read_text(encoding="utf-8"))["finetuned"]
     require_input(paths.model, "train", what="fine-tuned model ")
@@ -77,8 +78,7 @@ def main(stage: StageConfig) -> None:
             export_model(model, out, cfg.runtime, cfg.weights, cfg.inference_precision, model_cfg.dims, source)
             encoder = ExportedEncoder(out)
             measured = agreement(model, encoder, verify_sample(test_set, cfg.verify_texts), eval_cfg.batch_size)
-            train_file = paths.prepared_train
-            _, exported = score_with_frontier(encoder, test_set, train_file, model_cfg.dims, eval_cfg, frontier_cfg)
+            _, exported = score_with_frontier(encoder, test_set, calibration, model_cfg.dims, eval_cfg, frontier_cfg)
             change = metric_change(torch_frontier, exported)
             check(cfg, measured, change, len(test_set.queries))
             size = model_bytes(out)

@@ -16,18 +16,15 @@ approximate index would make the numbers depend on its build; benchmarks/index_s
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 import torch
 from sentence_transformers.util import quantize_embeddings
 
 from medical_matryoshka.core.dims import dim_label
-from medical_matryoshka.core.errors import require_input
 from medical_matryoshka.core.models import encode
 from medical_matryoshka.core.sections import EvalConfig, FrontierConfig, bytes_per_vector
 from medical_matryoshka.retrieval.scoring import (
+    CalibrationTexts,
     EncodedSet,
     RetrievalSet,
     check_dims,
@@ -95,15 +92,14 @@ def ranked_hits(
     return _ranked(slices, encoded.evaluator.corpus_ids, precision, rescore_multiplier, top_k)
 
 
-def calibration_embeddings(model, train_file: str | Path, batch_size: int) -> torch.Tensor:
-    """The training split's claims and passages (each once), encoded as queries and documents are: int8's
-    per-component ranges come from these, never from the test set."""
-    rows = pd.read_parquet(require_input(train_file, "prepare", what="training split "), columns=["anchor", "positive"])
+def calibration_embeddings(model, texts: CalibrationTexts, batch_size: int) -> torch.Tensor:
+    """The training split's claims and passages encoded as queries and documents are: int8's per-component
+    ranges come from these, never from the test set."""
     options = {"batch_size": batch_size, "convert_to_tensor": True}
-    anchors, passages = rows["anchor"].unique().tolist(), rows["positive"].unique().tolist()
+    claims, passages = texts.claims, texts.passages
     return torch.cat(
         [
-            encode(model, anchors, f"calibration: train claims ({len(anchors)})", "encode_query", **options),
+            encode(model, claims, f"calibration: train claims ({len(claims)})", "encode_query", **options),
             encode(model, passages, f"calibration: train passages ({len(passages)})", "encode_document", **options),
         ]
     )
@@ -128,14 +124,19 @@ def frontier(
 
 
 def score_with_frontier(
-    model, test_set: RetrievalSet, train_file: Path, dims: tuple[int, ...], eval_cfg: EvalConfig, cfg: FrontierConfig
+    model,
+    test_set: RetrievalSet,
+    calibration: CalibrationTexts,
+    dims: tuple[int, ...],
+    eval_cfg: EvalConfig,
+    cfg: FrontierConfig,
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    """(every metric at every dim, the frontier) of `model` on `test_set`, from one encoding of it: what the
-    baseline and evaluate stages report."""
+    """(every metric at every dim, the frontier) of `model` on `test_set`, from one encoding of it, int8
+    calibrated on `calibration`'s embeddings: what the baseline, evaluate and export stages report."""
     encoded = encode_set(model, test_set, eval_cfg)
     metrics = metrics_by_dim(encoded, dims)
-    calibration = calibration_embeddings(model, train_file, eval_cfg.batch_size)
-    return metrics, frontier(encoded, calibration, dims, cfg, eval_cfg.primary_metric)
+    calibrated = calibration_embeddings(model, calibration, eval_cfg.batch_size)
+    return metrics, frontier(encoded, calibrated, dims, cfg, eval_cfg.primary_metric)
 
 
 def vector_bytes(dims: tuple[int, ...], precisions: tuple[str, ...]) -> dict[str, dict[str, int]]:

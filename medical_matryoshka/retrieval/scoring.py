@@ -1,4 +1,5 @@
-"""Retrieval evaluation at every Matryoshka dimension from ONE encoding pass.
+"""Retrieval evaluation at every Matryoshka dimension from ONE encoding pass, and the readers of its inputs
+(the prepared retrieval sets; the training split's texts that calibrate int8).
 
 The stock route runs one InformationRetrievalEvaluator per truncate_dim and so encodes queries and
 corpus once per dimension. Here both are encoded once at full dimension; each dimension's cosine
@@ -15,6 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 from sentence_transformers.util import cos_sim
@@ -46,6 +48,21 @@ def load_retrieval_set(path: str | Path, allow_empty: bool = False) -> Retrieval
             "data.test_fraction / data.dev_fraction"
         )
     return rs
+
+
+@dataclass(frozen=True)
+class CalibrationTexts:
+    """The training split's distinct claims and passages: int8's per-component ranges come from their
+    embeddings (retrieval/frontier.py), never from the test set."""
+
+    claims: list[str]
+    passages: list[str]
+
+
+def load_calibration_texts(path: str | Path) -> CalibrationTexts:
+    """Read the calibration texts from the prepared training split (each text once, first-seen order)."""
+    rows = pd.read_parquet(require_input(path, "prepare", what="training split "), columns=["anchor", "positive"])
+    return CalibrationTexts(rows["anchor"].unique().tolist(), rows["positive"].unique().tolist())
 
 
 def make_evaluator(rs: RetrievalSet, cfg: EvalConfig, name: str = "", truncate_dim: int | None = None):

@@ -142,8 +142,8 @@ def size_mb(route: str, model_dir: str, folders: dict[str, Path]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="models/finetuned", help="a saved sentence-transformers model folder")
-    parser.add_argument("--data", default="data/prepared/test.json", help="a prepared retrieval set")
+    parser.add_argument("--model", help="a saved sentence-transformers model folder (default: params.yaml paths.model)")
+    parser.add_argument("--data", help="a prepared retrieval set (default: the test set params.yaml's paths name)")
     parser.add_argument("--passages", type=int, default=256)
     parser.add_argument("--queries", type=int, default=128)
     parser.add_argument("--single", type=int, default=50, help="claims encoded one at a time (latency)")
@@ -157,6 +157,12 @@ def main() -> None:
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--vectors", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.model is None or args.data is None:
+        from medical_matryoshka.core.params import load_params
+        from medical_matryoshka.core.sections import PathsConfig, read_section
+
+        paths = read_section(PathsConfig, load_params(), "paths")
+        args.model, args.data = args.model or str(paths.model), args.data or str(paths.prepared_test)
     if args.route:
         args.threads = args.threads[0]
         child(args)

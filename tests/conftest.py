@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +15,35 @@ import pytest
 from medical_matryoshka.team.server import serve_mlflow
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _runs_in(store: Path) -> int:
+    """How many runs the SQLite MLflow store `store` holds (0 for none or no store)."""
+    if not store.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        try:
+            return db.execute("SELECT count(*) FROM runs").fetchone()[0]
+        except sqlite3.OperationalError:  # a store MLflow has not set up yet
+            return 0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def the_developers_own_store_gets_no_runs():
+    """The tests leave the MLflow store a stage tracks into by default (<repository>/mlflow.db, the one
+    `mlflow ui` shows) as they found it: a test that opens stage runs points MLflow at its own store
+    (`tracking_store`, a copy of the repository) or loads the stage's config with `begin=False`."""
+    stores = {REPO / "mlflow.db", Path.cwd().resolve() / "mlflow.db"}
+    before = {store: _runs_in(store) for store in stores}
+    yield
+    grown = {store: _runs_in(store) - n for store, n in before.items() if _runs_in(store) > n}
+    if grown:
+        pytest.fail(
+            "the tests opened runs in the developer's own MLflow store: "
+            + ", ".join(f"{n} in {store}" for store, n in grown.items())
+            + " (unless a `dvc repro` of this checkout ran meanwhile)"
+        )
+
 
 PAIRS = [
     (

@@ -232,7 +232,7 @@ def test_each_stage_sees_exactly_its_declared_params(tmp_path):
     pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
     pipeline["stages"]["prepare"]["params"] = ["seed", "model.name", "model.embedded_package"]
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(pipeline))
-    stage = StageConfig.load("prepare", tmp_path / "params.yaml", tmp_path / "dvc.yaml")
+    stage = StageConfig.load("prepare", tmp_path / "params.yaml", tmp_path / "dvc.yaml", begin=False)
     all_params = yaml.safe_load((REPO / "params.yaml").read_text())
     assert stage.params == {
         "seed": 42,
@@ -248,12 +248,12 @@ def test_each_stage_sees_exactly_its_declared_params(tmp_path):
 def test_the_training_stage_reads_its_knobs_only_when_declared(tmp_path):
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    train = StageConfig.load("train", tmp_path / "params.yaml", REPO / "dvc.yaml").section("train")
+    train = StageConfig.load("train", tmp_path / "params.yaml", REPO / "dvc.yaml", begin=False).section("train")
     assert train.lr == yaml.safe_load((REPO / "params.yaml").read_text())["lr"]
     pipeline["stages"]["train"]["params"].remove("lr")
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(pipeline))
     with pytest.raises(PipelineError, match="reads params 'lr'"):
-        StageConfig.load("train", tmp_path / "params.yaml", tmp_path / "dvc.yaml").section("train")
+        StageConfig.load("train", tmp_path / "params.yaml", tmp_path / "dvc.yaml", begin=False).section("train")
 
 
 def test_a_declared_key_missing_from_params_yaml_says_how_to_recompose(tmp_path):

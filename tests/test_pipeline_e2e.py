@@ -284,7 +284,7 @@ def test_mlflow_holds_a_parent_with_a_nested_run_per_stage(clone, first_repro):
     assert len(curve) == len(client.get_metric_history(children["train"].info.run_id, "loss")) > 1
     assert children["baseline"].data.params["model.dims"] == "[384, 256, 128, 64, 32]"
     for name, child in children.items():  # each stage logs exactly the params dvc.yaml declares for it
-        declared = flatten(StageConfig.load(name, clone / "params.yaml", clone / "dvc.yaml").params)
+        declared = flatten(StageConfig.load(name, clone / "params.yaml", clone / "dvc.yaml", begin=False).params)
         assert child.data.params == {k: str(v) for k, v in declared.items()}, name
     assert "tokens.anchor.mean" in children["prepare"].data.metrics
 

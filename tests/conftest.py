@@ -36,7 +36,8 @@ def the_developers_own_store_gets_no_runs():
     stores = {REPO / "mlflow.db", Path.cwd().resolve() / "mlflow.db"}
     before = {store: _runs_in(store) for store in stores}
     yield
-    grown = {store: _runs_in(store) - n for store, n in before.items() if _runs_in(store) > n}
+    after = {store: _runs_in(store) for store in stores}
+    grown = {store: after[store] - n for store, n in before.items() if after[store] > n}
     if grown:
         pytest.fail(
             "the tests opened runs in the developer's own MLflow store: "

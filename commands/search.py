@@ -58,7 +58,8 @@ def main() -> None:
     space = parse_space(data, str(args.space))
     params = load_params()
     check_knobs(space, params, Path("conf"), str(args.space))
-    study = load_study(space, args.storage, create=not args.report)
+    evals_per_epoch = int(params.get("train", {}).get("evals_per_epoch", 1))  # the pruner counts dev evaluations
+    study = load_study(space, args.storage, create=not args.report, evals_per_epoch=evals_per_epoch)
     if args.report:
         print(report(study, space))
         return
@@ -100,6 +101,13 @@ def main() -> None:
             print(f"error: stopped by {signame}; trial {number} is marked FAIL in the study and its MLflow runs "
                   "KILLED; start the worker again to go on with the study", file=sys.stderr)  # fmt: skip
             sys.exit(128 + (err.signum if err else 2))
+        if worker.interrupted is not None:  # the stop came once the trial's dvc exp run had finished
+            err = worker.interrupted
+            print(report(study, space))
+            print(f"error: stopped by {err} after trial {worker.stopped_trial} had finished: it is COMPLETE in the "
+                  "study with its result and its MLflow runs FINISHED; start the worker again to go on with the study",
+                  file=sys.stderr)  # fmt: skip
+            sys.exit(128 + err.signum)
     print(report(study, space))
 
 

@@ -68,7 +68,9 @@ def make_sampler(space: SearchSpace):
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(cfg.get("startup_trials", 4)), constant_liar=True)
 
 
-def make_pruner(space: SearchSpace):
+def make_pruner(space: SearchSpace, evals_per_epoch: int = 1):
+    """The space's pruner; it counts dev evaluations (train.evals_per_epoch of them an epoch), so its warm-up,
+    given in epochs, is converted."""
     import optuna
 
     cfg = dict(space.pruner)
@@ -78,7 +80,8 @@ def make_pruner(space: SearchSpace):
     if kind == "threshold":
         return optuna.pruners.ThresholdPruner(lower=float(cfg["lower"]))
     return optuna.pruners.MedianPruner(
-        n_startup_trials=int(cfg.get("startup_trials", 4)), n_warmup_steps=int(cfg.get("warmup_epochs", 1))
+        n_startup_trials=int(cfg.get("startup_trials", 4)),
+        n_warmup_steps=int(cfg.get("warmup_epochs", 1)) * evals_per_epoch,
     )
 
 
@@ -93,7 +96,7 @@ def storage(url: str):
     return optuna.storages.RDBStorage(url, heartbeat_interval=20, grace_period=90)
 
 
-def load_study(space: SearchSpace, url: str, create: bool = True, attempts: int = 5):
+def load_study(space: SearchSpace, url: str, create: bool = True, attempts: int = 5, evals_per_epoch: int = 1):
     """The study (created by the first worker unless `create` is off). Workers started at the same moment on a
     new storage race to create Optuna's tables: the loser's IntegrityError is retried."""
     import optuna
@@ -109,7 +112,7 @@ def load_study(space: SearchSpace, url: str, create: bool = True, attempts: int 
                     study_name=space.study,
                     directions=["maximize"] * len(space.objectives),
                     sampler=make_sampler(space),
-                    pruner=make_pruner(space),
+                    pruner=make_pruner(space, evals_per_epoch),
                     load_if_exists=True,
                 )
             else:
@@ -168,6 +171,7 @@ class Worker:
     experiment: str = "medical-matryoshka"
     interrupted: Interrupted | None = None
     stopped_trial: int | None = None
+    finished_before_stop: bool = False  # the stopped trial's `dvc exp run` had finished: it is COMPLETE
 
     def name(self, trial) -> str:
         return f"{self.space.study}-{trial.number:03d}"
@@ -195,7 +199,7 @@ class Worker:
         shown = " ".join(f"{k}={override_text(v)}" for k, v in values.items())
         print(f"trial {trial.number}: {name}  {shown}  (log: {log_file.relative_to(self.repo)})", flush=True)
         started = time.monotonic()
-        state = "FAIL"
+        state, proc = "FAIL", None
         try:
             with log_file.open("w") as log:
                 proc = subprocess.Popen(
@@ -214,24 +218,14 @@ class Worker:
                     raise
             if proc.returncode != 0:
                 raise TrialFailed(f"dvc exp run exited {proc.returncode}: {_error_line(log_file)}")
-            commit = experiment_commit(name, self.repo)
-            summary = json.loads(git("show", f"{commit}:{self.summary_file}", cwd=self.repo))
-            keys = objective_keys(self.space, summary)
-            trial.set_user_attr("commit", commit)
-            trial.set_user_attr("objective_keys", keys)
-            result = [float(summary[k]) for k in keys]
-            if self.push:
-                self._push(trial, name)
+            result = self._result(trial, name, started)
             state = "COMPLETE"
-            minutes = (time.monotonic() - started) / 60
-            print(f"trial {trial.number}: {', '.join(f'{k} {v:.4f}' for k, v in zip(keys, result, strict=True))} "
-                  f"({minutes:.1f} min)", flush=True)  # fmt: skip
-            return result if len(result) > 1 else result[0]
+            return result
         except _Pruned:
             state = "PRUNED"
             import optuna
 
-            print(f"trial {trial.number}: pruned (dev NDCG@10 behind the other trials at this epoch)", flush=True)
+            print(f"trial {trial.number}: pruned (dev NDCG@10 behind the other trials at this point)", flush=True)
             raise optuna.TrialPruned() from None
         except TrialFailed as err:
             trial.set_user_attr("error", str(err)[:1000])
@@ -239,12 +233,36 @@ class Worker:
             raise
         except Interrupted as err:
             self.interrupted, self.stopped_trial = err, trial.number
+            # The stop came after the trial's `dvc exp run` had finished (its runs FINISHED, its experiment
+            # recorded): the trial is complete, and the worker stops after it (the signal handler ignores
+            # further signals, so recording the result is not cut short). Otherwise Optuna marks it FAIL.
+            if proc is not None and proc.poll() == 0:
+                with contextlib.suppress(TrialFailed):
+                    result = self._result(trial, name, started)
+                    state, self.finished_before_stop = "COMPLETE", True
+                    trial.study.stop()
+                    return result
             trial.set_user_attr("error", f"stopped by {err}")
             raise KeyboardInterrupt(str(err)) from None  # Optuna marks a KeyboardInterrupt's trial FAIL, re-raises
         finally:
             self._tag(
                 name, {"search.study": self.space.study, "search.trial": str(trial.number), "search.state": state}
             )
+
+    def _result(self, trial, name: str, started: float) -> float | list[float]:
+        """A finished trial's objectives from its experiment's metrics/summary.json (pushed with --push)."""
+        commit = experiment_commit(name, self.repo)
+        summary = json.loads(git("show", f"{commit}:{self.summary_file}", cwd=self.repo))
+        keys = objective_keys(self.space, summary)
+        trial.set_user_attr("commit", commit)
+        trial.set_user_attr("objective_keys", keys)
+        result = [float(summary[k]) for k in keys]
+        if self.push:
+            self._push(trial, name)
+        minutes = (time.monotonic() - started) / 60
+        print(f"trial {trial.number}: {', '.join(f'{k} {v:.4f}' for k, v in zip(keys, result, strict=True))} "
+              f"({minutes:.1f} min)", flush=True)  # fmt: skip
+        return result if len(result) > 1 else result[0]
 
     def _watch(self, trial, proc: subprocess.Popen, name: str) -> None:
         """Until `dvc` ends: tag its MLflow parent run with the study and trial as soon as it exists, and (pruning

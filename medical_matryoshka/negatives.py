@@ -195,7 +195,7 @@ def mine_hard_negatives(model, pairs: pd.DataFrame, cfg: MiningConfig, seed: int
         neg_scores.extend(float(scores[a, c]) for c in chosen)
     if not rows:
         raise PipelineError(
-            f"mining kept none of the {len(pairs)} training pairs ({len(corpus.doc_texts)} training documents): every "
+            f"mining kept none of the {len(pairs)} training pairs ({len(corpus.doc_texts)} training claims): every "
             f"candidate was skipped by a guard ({dict(skipped)}); use more data (data.max_docs) or train on "
             "plain pairs (-S mining.enabled=false)"
         )

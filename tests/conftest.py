@@ -153,6 +153,7 @@ def data_config(path, **changes):
         columns={"anchor": "claim", "positive": "passage", "negative": None},
         hf_split="train",
         hf_revision=None,
+        csv_sep="auto",
         dev_fraction=0.0,
         test_fraction=0.3,
         max_docs=None,

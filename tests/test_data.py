@@ -121,7 +121,7 @@ def test_empty_text_is_rejected(pairs_frame, tmp_path):
     path = tmp_path / "pairs.jsonl"
     pairs_frame.loc[3, "passage"] = "  "
     pairs_frame.to_json(path, orient="records", lines=True)
-    with pytest.raises(PipelineError, match="empty anchor or positive"):
+    with pytest.raises(PipelineError, match=r"1 row\(s\) have an empty 'claim' or 'passage' cell: rows 4 \(passage\) "):
         load_records(data_config(path))
 
 
@@ -194,3 +194,59 @@ def test_boilerplate_shared_with_test_is_dropped_from_training_not_a_stop(pubmed
     assert not pairs["positive"].str.lower().str.strip().isin(exclude).any()
     # the test corpus keeps every passage
     assert len(retrieval_set(split, "test", ("train", "dev", "test"))["corpus"]) == 3358
+
+
+def test_auto_length_covers_the_passages_rounded_up_and_capped_at_the_models_own():
+    import numpy as np
+
+    from medical_matryoshka.core.models import ModelLimits
+    from medical_matryoshka.data.lengths import resolve_length
+
+    minilm = ModelLimits(trained=256, positions=512)
+    passages, queries = np.arange(1, 201), np.full(50, 30)  # 1..200 tokens: 95% fit in 190
+    auto = resolve_length("auto", 0.95, passages, queries, minilm, "m")
+    assert (auto["max_seq_length"], auto["needed_for_coverage"], auto["setting"]) == (192, 190, "auto")
+    assert auto["passages"]["share_cut"] == 0.04 and auto["queries"]["share_cut"] == 0.0  # 193..200 cut
+    abstracts = np.arange(200, 700)  # SciFact-like: longer than the model was trained at
+    assert resolve_length("auto", 0.95, abstracts, queries, minilm, "m")["max_seq_length"] == 256
+    assert resolve_length("auto", 0.95, np.full(10, 5), np.full(10, 5), minilm, "m")["max_seq_length"] == 32
+    fixed = resolve_length(100, 0.95, passages, queries, minilm, "m")  # kept, and what it cuts is counted
+    assert fixed["max_seq_length"] == 100 and fixed["passages"]["share_cut"] == 0.5 and fixed["auto_length"] == 192
+    too_long = r"^params.yaml: model.max_seq_length 1000 is more than 'm' can read \(512 tokens, its position "
+    with pytest.raises(PipelineError, match=too_long + r"embeddings\); use at most 512, or -S model.max_seq"):
+        resolve_length(1000, 0.95, passages, queries, minilm, "m")
+
+
+def test_a_fixed_length_that_cuts_more_than_the_coverage_says_so_with_the_fix():
+    import numpy as np
+
+    from medical_matryoshka.core.models import ModelLimits
+    from medical_matryoshka.data.lengths import resolve_length
+    from medical_matryoshka.reports import length_summary
+
+    limits = ModelLimits(trained=256, positions=512)
+    passages, queries = np.concatenate([np.full(60, 80), np.full(40, 300)]), np.full(20, 20)
+    cut = length_summary(resolve_length(100, 0.95, passages, queries, limits, "m"), "metrics/data.json")
+    assert cut[0].startswith("max_seq_length 100 (fixed (model.max_seq_length)): cuts 40% of 100 passages (p50 80")
+    assert cut[1] == (
+        "warning: model.max_seq_length 100 cuts 40% of the passages (p95 300 tokens, longest 300), more than "
+        "model.length_coverage 0.95 allows; -S model.max_seq_length=auto reads them at 256"
+    )
+    assert len(length_summary(resolve_length(320, 0.95, passages, queries, limits, "m"), "x")) == 1  # cuts none
+    auto = length_summary(resolve_length("auto", 0.95, passages, queries, limits, "m"), "x")
+    assert auto == [
+        "max_seq_length 256 (auto: 95% of the texts fit in 300 tokens, capped at the model's own length): cuts 40% "
+        "of 100 passages (p50 80, p95 300, longest 300) and 0% of 20 queries (p50 20, p95 20, longest 20); details in x"
+    ]
+
+
+def test_the_model_limits_are_its_own_length_and_its_positions(tiny_model_dir, minilm_path):
+    from medical_matryoshka.core.models import ModelLimits, load_tokenizer, model_limits
+    from medical_matryoshka.core.sections import ModelSource
+
+    minilm = ModelSource(name=minilm_path, embedded_package=None, install=None, max_seq_length="auto",
+                         length_coverage=0.95)  # fmt: skip
+    assert model_limits(minilm, load_tokenizer(minilm)) == ModelLimits(trained=256, positions=512)
+    tiny = ModelSource(name=str(tiny_model_dir), embedded_package=None, install=None, max_seq_length=64,
+                       length_coverage=0.95)  # fmt: skip
+    assert model_limits(tiny, load_tokenizer(tiny)).positions == 128  # its position embeddings, below the tokenizer's

@@ -282,16 +282,47 @@ def test_a_test_split_no_component_fits_says_why_and_what_to_do(tmp_path):
     assert (records.drop_duplicates("doc_id")["split"] == "test").sum() == 2
 
 
-def test_a_test_split_too_small_to_measure_is_refused():
+def test_a_test_split_too_small_to_measure_says_what_would_work(tmp_path):
     from medical_matryoshka.data.splits import require_searchable
 
+    data = data_config(tmp_path / "pairs.jsonl", test_fraction=0.2)
     one = {"queries": {"q1": "a", "q2": "b"}, "corpus": {"p1": "x"}, "relevant": {"q1": ["p1"], "q2": ["p1"]}}
-    with pytest.raises(PipelineError, match=r"the test split has 2 queries over 1 passage\(s\): too few to measure"):
-        require_searchable(one)
+    with pytest.raises(PipelineError, match=r"has 2 claim\(s\) over 1 passage\(s\), 9 claim\(s\) in all: .* needs "
+                       r"more than 10 passages to search \(add passages\)$"):  # fmt: skip
+        require_searchable(one, 9, data, official=False)
     eleven = {**one, "corpus": {f"p{i}": "x" for i in range(11)}}
-    require_searchable(eleven)  # more passages than the top-10 cut-off: measurable
-    with pytest.raises(PipelineError, match="the test split has 1 query over 11"):
-        require_searchable({**eleven, "queries": {"q1": "a"}})
+    require_searchable(eleven, 9, data, official=False)  # more passages than the top-10 cut-off: measurable
+    # 5 claims at test_fraction 0.2 give 1 test claim: a larger fraction or a 6th claim would (not max_docs)
+    with pytest.raises(PipelineError, match=r"at least 2 test claims \(with data.test_fraction 0.2 that takes 6 "
+                       r"claims or more in all, or a larger data.test_fraction\)$"):  # fmt: skip
+        require_searchable({**eleven, "queries": {"q1": "a"}}, 5, data, official=False)
+    with pytest.raises(PipelineError, match="at least 2 claims in the source's test split"):
+        require_searchable({**eleven, "queries": {"q1": "a"}}, 5, data, official=True)
+
+
+def test_a_semicolon_csv_is_read_as_such_and_named_in_its_errors(tmp_path):
+    path = tmp_path / "pairs.csv"
+    rows = pd.DataFrame(
+        {"claim": [f"Claim {i}, with a comma" for i in range(6)], "passage": [f"P {i}, x" for i in range(6)]}
+    )
+    rows.to_csv(path, sep=";", index=False)  # what a spreadsheet in much of Europe saves
+    records = load_source(data_config(path)).records
+    assert sorted(records["anchor"]) == sorted(rows["claim"]) and sorted(records["positive"]) == sorted(rows["passage"])
+    with pytest.raises(PipelineError, match=r"pairs.csv with semicolon delimiters \(sniffed\) has no column\(s\) "):
+        load_source(data_config(path, columns={"anchor": "text", "positive": "passage", "negative": None}))
+    tabs = tmp_path / "pairs.tsv.csv"
+    rows.to_csv(tabs, sep="\t", index=False)
+    assert len(load_source(data_config(tabs)).records) == 6
+    assert len(load_source(data_config(tabs, csv_sep="\t")).records) == 6  # or named: data.csv_sep
+
+
+def test_a_file_given_to_a_folder_profile_names_the_profile_that_reads_it(tmp_path):
+    path = tmp_path / "my_qa.jsonl"
+    path.write_text('{"anchor": "a", "positive": "b"}\n')
+    with pytest.raises(PipelineError, match=r"is a file, but the data profile is pubmedqa .* -S data=pairs -S "):
+        load_source(data_config(path, source="pubmedqa"))
+    with pytest.raises(PipelineError, match=r"is a folder, but the data profile reads one pairs file .* -S data=beir"):
+        load_source(data_config(tmp_path))
 
 
 def test_a_csv_naming_a_column_twice_is_refused(tmp_path):

@@ -10,6 +10,7 @@ A new source is one loader function, registered in SOURCES (data.source in param
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -109,6 +110,25 @@ def _negatives_of(frame: pd.DataFrame, columns: list[str], origin: str) -> list[
     return out
 
 
+def require_filled(pairs: pd.DataFrame, names: dict[str, str], origin: str, shown: int = 5) -> None:
+    """No empty claim or passage cell: one line with how many rows have one, the first few row numbers (data rows
+    counted from 1, the header not counted) and the user's column names."""
+
+    def blank(value) -> bool:
+        return (pd.api.types.is_scalar(value) and pd.isna(value)) or (isinstance(value, str) and not value.strip())
+
+    empty = {c: [blank(v) for v in pairs[c]] for c in names}
+    rows = [i for i in range(len(pairs)) if any(empty[c][i] for c in names)]
+    if not rows:
+        return
+    first = ", ".join(f"{i + 1} ({'/'.join(names[c] for c in names if empty[c][i])})" for i in rows[:shown])
+    more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
+    raise PipelineError(
+        f"{origin}: {len(rows)} row(s) have an empty '{names['anchor']}' or '{names['positive']}' cell: rows {first}"
+        f"{more} (data rows counted from 1, the header not counted); fill them in or remove those rows, then rerun"
+    )
+
+
 def pairs_to_records(frame: pd.DataFrame, cfg: DataConfig, origin: str) -> SourceData:
     """Map the configured columns of a pairs table to records, many-to-many.
 
@@ -124,8 +144,7 @@ def pairs_to_records(frame: pd.DataFrame, cfg: DataConfig, origin: str) -> Sourc
             "-S data.columns.anchor=NAME -S data.columns.positive=NAME [-S data.columns.negative=NAME]"
         )
     pairs = frame[[anchor_col, positive_col]].rename(columns={anchor_col: "anchor", positive_col: "positive"})
-    if pairs.isna().any().any():
-        raise PipelineError(f"{origin} has rows with an empty anchor or positive; remove them and rerun")
+    require_filled(pairs, {"anchor": anchor_col, "positive": positive_col}, origin)
     for column, source in (("anchor", anchor_col), ("positive", positive_col)):
         not_text = pairs.index[[not isinstance(v, str) for v in pairs[column]]]
         if len(not_text):
@@ -135,8 +154,6 @@ def pairs_to_records(frame: pd.DataFrame, cfg: DataConfig, origin: str) -> Sourc
                 f"{str(pairs.at[row, column])[:40]!r}, not text ({len(not_text)} row(s) like it); "
                 "every anchor and positive must be a string"
             )
-    if (pairs.apply(lambda s: s.str.strip()) == "").any().any():
-        raise PipelineError(f"{origin} has rows with an empty anchor or positive; remove them and rerun")
     pairs["negatives"] = _negatives_of(frame, cfg.negative_columns, origin)
     pairs["doc_id"] = [_text_id(a) for a in pairs["anchor"]]
     pairs["passage_id"] = [_text_id(p) for p in pairs["positive"]]
@@ -182,19 +199,61 @@ def require_json_lines(path: Path) -> None:
             )
 
 
-def require_unique_columns(path: Path) -> None:
+CSV_DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def sniff_delimiter(path: Path, sample_bytes: int = 1 << 16) -> str:
+    """The delimiter of a csv file: the candidate (comma, semicolon, tab, pipe) that splits the header into the
+    most columns while nine in ten sampled rows have as many (a broken row then fails with this delimiter named).
+    Spreadsheets in much of Europe write semicolons."""
+    import csv
+    import io
+
+    text = path.read_text(encoding="utf-8")[:sample_bytes]
+    if len(text) == sample_bytes and "\n" in text:
+        text = text[: text.rindex("\n")]  # whole lines only
+    best, best_width = ",", 1
+    for delimiter in CSV_DELIMITERS:
+        rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if r]
+        width = len(rows[0]) if rows else 0
+        matching = sum(len(r) == width for r in rows[1:]) / max(len(rows) - 1, 1)
+        if width > best_width and matching >= 0.9:
+            best, best_width = delimiter, width
+    return best
+
+
+def csv_delimiter(cfg: DataConfig, path: Path) -> str:
+    """data.csv_sep, or the sniffed delimiter where it is auto."""
+    return sniff_delimiter(path) if cfg.csv_sep == "auto" else cfg.csv_sep
+
+
+def require_unique_columns(path: Path, delimiter: str = ",") -> None:
     """A csv header naming a column twice is an error (the reader would silently keep one of them)."""
     import csv
     from collections import Counter
 
     with path.open(encoding="utf-8", newline="") as f:
-        header = next(csv.reader(f), [])
+        header = next(csv.reader(f, delimiter=delimiter), [])
     twice = sorted(name for name, n in Counter(h.strip() for h in header).items() if n > 1)
     if twice:
         raise PipelineError(
             f"data file {path}: its header names column {twice[0]!r} more than once; rename or remove the "
             "duplicate so each column has one meaning"
         )
+
+
+@contextlib.contextmanager
+def _reader_errors_unlogged(fmt: str):
+    """datasets logs a reader's failure ("Failed to read file ...") before raising it; the raise is kept."""
+    import logging
+
+    logger = logging.getLogger(f"datasets.packaged_modules.{fmt}.{fmt}")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def load_pairs_file(cfg: DataConfig) -> SourceData:
@@ -213,14 +272,20 @@ def load_pairs_file(cfg: DataConfig) -> SourceData:
         require_utf8(path)
     if path.suffix.lower() == ".jsonl":
         require_json_lines(path)
+    options, how = {}, ""
     if fmt == "csv":
-        require_unique_columns(path)
+        options["sep"] = csv_delimiter(cfg, path)
+        sniffed = "sniffed" if cfg.csv_sep == "auto" else "data.csv_sep"
+        how = f" with {CSV_DELIMITERS.get(options['sep'], repr(options['sep']))} delimiters ({sniffed})"
+        require_unique_columns(path, options["sep"])
     try:
-        frame = load_dataset(fmt, data_files=str(path), split="train").to_pandas()
+        with _reader_errors_unlogged(fmt):  # its error is our one line below, not a second copy first
+            frame = load_dataset(fmt, data_files=str(path), split="train", **options).to_pandas()
     except Exception as err:
         cause = err.__cause__ or err.__context__ or err  # datasets wraps the reader's own error
-        raise PipelineError(f"cannot read {path} as {fmt}: {first_line(cause)}") from None
-    return pairs_to_records(frame, cfg, str(path))
+        fix = "; set the delimiter with -S 'data.csv_sep=;' (or , tab |)" if fmt == "csv" else ""
+        raise PipelineError(f"cannot read {path} as {fmt}{how}: {first_line(cause)}{fix}") from None
+    return pairs_to_records(frame, cfg, f"{path}{how}" if fmt == "csv" and options["sep"] != "," else str(path))
 
 
 def load_hf_pairs(cfg: DataConfig) -> SourceData:
@@ -280,10 +345,32 @@ def require_tracked(cfg: DataConfig, raw: str) -> None:
         )
 
 
+FOLDER_SOURCES = {"pubmedqa": "PubMedQA's files", "beir": "a BEIR folder: corpus.jsonl, queries.jsonl, qrels/"}
+
+
+def check_path_kind(cfg: DataConfig) -> None:
+    """A pairs file given to a folder source (`-S data.path=my.jsonl` without `-S data=pairs`), or a folder to
+    the file source, is one line naming the profile that reads it, not a missing-file error about another set."""
+    path = Path(cfg.path)
+    is_file = path.is_file() or (not path.exists() and path.suffix.lower() in FILE_FORMATS)
+    if cfg.source in FOLDER_SOURCES and is_file:
+        raise PipelineError(
+            f"data.path {cfg.path} is a file, but the data profile is {cfg.source} (data.source {cfg.source} reads "
+            f"{FOLDER_SOURCES[cfg.source]}); for your own pairs file choose the pairs profile too: dvc exp run "
+            f"-S data=pairs -S data.path={cfg.path} [-S data.columns.anchor=... -S data.columns.positive=...]"
+        )
+    if cfg.source == "file" and path.is_dir():
+        raise PipelineError(
+            f"data.path {cfg.path} is a folder, but the data profile reads one pairs file (jsonl, csv or parquet); for "
+            f"a BEIR folder (corpus.jsonl, queries.jsonl, qrels/) use dvc exp run -S data=beir -S data.path={cfg.path}"
+        )
+
+
 def load_source(cfg: DataConfig) -> SourceData:
     """The records (and fixed corpus, if any) of the configured source."""
     if cfg.source not in SOURCES:
         raise PipelineError(f"params.yaml: data.source must be one of {', '.join(SOURCES)}, got {cfg.source!r}")
+    check_path_kind(cfg)
     data = SOURCES[cfg.source](cfg)
     if data.records.empty:
         raise PipelineError(f"data source {cfg.path} holds no (anchor, positive) pairs")

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from medical_matryoshka.core.errors import PipelineError
+from medical_matryoshka.core.sections import DataConfig
 from medical_matryoshka.data.graph import component_report, query_components
 from medical_matryoshka.data.leakage import normalise
 
@@ -52,16 +53,30 @@ def _empty_draw(groups: pd.Series, fraction: float, how: str) -> str:
     )
 
 
-def require_searchable(test_set: dict, cutoff: int = 10) -> None:
-    """A test split must search more passages than the top-k cut-off: with `cutoff` or fewer, every relevant
-    passage is in the top k by construction (a 1-passage corpus scores 1.0 whatever the model)."""
+def require_searchable(test_set: dict, claims: int, data: DataConfig, official: bool, cutoff: int = 10) -> None:
+    """A test split must search more passages than the top-k cut-off (with `cutoff` or fewer, every relevant
+    passage is in the top k by construction: a 1-passage corpus scores 1.0 whatever the model) and hold at least
+    2 claims. Otherwise one line: what it has, what it needs, and the change that gets there."""
     queries, corpus = len(test_set["queries"]), len(test_set["corpus"])
-    if corpus <= cutoff or queries < 2:
-        raise PipelineError(
-            f"the test split has {queries} quer{'y' if queries == 1 else 'ies'} over {corpus} passage(s): too "
-            f"few to measure retrieval (top-{cutoff} metrics need more than {cutoff} passages and at least 2 "
-            "queries); use more data, or raise data.test_fraction / data.max_docs"
-        )
+    if corpus > cutoff and queries >= 2:
+        return
+    needs = []
+    if corpus <= cutoff:
+        fix = "add passages" + (f" or raise data.max_docs ({data.max_docs})" if data.max_docs else "")
+        needs.append(f"more than {cutoff} passages to search ({fix})")
+    if queries < 2:
+        if official:
+            needs.append("at least 2 claims in the source's test split")
+        else:
+            least = math.floor(1 / data.test_fraction) + 1
+            needs.append(
+                f"at least 2 test claims (with data.test_fraction {data.test_fraction:g} that takes {least} claims or "
+                f"more in all, or a larger data.test_fraction)"
+            )
+    raise PipelineError(
+        f"the test split has {queries} claim(s) over {corpus} passage(s), {claims} claim(s) in all: too few to "
+        f"measure retrieval at top-{cutoff}; it needs {' and '.join(needs)}"
+    )
 
 
 def _grouping(records: pd.DataFrame, split_by: str, keep_share: float, boilerplate_max_words: int):

@@ -15,9 +15,13 @@ The folder: the model file, `tokenizer/`, and export.json (what serving.encoder 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import logging
 import os
+import warnings
+from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -129,6 +133,38 @@ def _onnx(model, inputs: dict[str, torch.Tensor], target: Path, weights: str) ->
     return {"fused_operators": fused}
 
 
+class _DropMessages(logging.Filter):
+    def __init__(self, *parts: str):
+        super().__init__()
+        self.parts = parts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(part in record.getMessage() for part in self.parts)
+
+
+@contextlib.contextmanager
+def known_harmless_warnings() -> Iterator[None]:
+    """Silence what tracing the model prints and the export knows to be harmless, by category and message (other
+    warnings still show): torch's TracerWarnings about Python booleans fixed in the trace (the padded-length and
+    batch checks of serving/verify.py are what guard that), the ONNX exporter's note on aten::index,
+    transformers' deprecation of is_gradient_checkpointing, and its `loss_type=None` line (an encoder computes
+    no loss)."""
+    from torch.jit import TracerWarning
+
+    quiet = _DropMessages("`loss_type=None` was set in the config")
+    logger = logging.getLogger("transformers.modeling_utils")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Converting a tensor to a Python", category=TracerWarning)
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        # the ONNX exporter's note on negative indices, which the model's indexing never uses (verify.py checks)
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
+        logger.addFilter(quiet)
+        try:
+            yield
+        finally:
+            logger.removeFilter(quiet)
+
+
 def export_model(
     model,
     folder: str | Path,
@@ -149,7 +185,8 @@ def export_model(
     model = model.to("cpu").float().eval()
     inputs = example_inputs(model)
     target = folder / FILES[runtime]
-    extra = (_openvino if runtime == "openvino" else _onnx)(model, inputs, target, weights)
+    with known_harmless_warnings():
+        extra = (_openvino if runtime == "openvino" else _onnx)(model, inputs, target, weights)
     model.tokenizer.save_pretrained(str(folder / TOKENIZER))
     manifest = {
         "runtime": runtime,

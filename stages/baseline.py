@@ -20,7 +20,7 @@ from medical_matryoshka.retrieval.scoring import load_calibration_texts, load_re
 
 @stage_main("baseline")
 def main(stage: StageConfig) -> None:
-    model_cfg, eval_cfg, frontier_cfg = stage.sections("model", "eval", "frontier")
+    model_cfg, (eval_cfg, frontier_cfg) = stage.model(), stage.sections("eval", "frontier")
 
     test_set = load_retrieval_set(stage.paths.prepared_test)
     calibration = load_calibration_texts(stage.paths.prepared_train)

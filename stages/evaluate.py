@@ -29,7 +29,7 @@ from medical_matryoshka.training.checkpoints import discard_finished
 
 @stage_main("evaluate")
 def main(stage: StageConfig) -> None:
-    model_cfg, eval_cfg, frontier_cfg = stage.sections("model", "eval", "frontier")
+    model_cfg, (eval_cfg, frontier_cfg) = stage.model(), stage.sections("eval", "frontier")
     paths = stage.paths
 
     test_set = load_retrieval_set(paths.prepared_test)

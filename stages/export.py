@@ -62,7 +62,7 @@ def check(cfg: ExportConfig, measured: dict[str, float], change: dict[str, dict[
 
 @stage_main("export")
 def main(stage: StageConfig) -> None:
-    model_cfg, eval_cfg, frontier_cfg, cfg = stage.sections("model", "eval", "frontier", "export")
+    model_cfg, (eval_cfg, frontier_cfg, cfg) = stage.model(), stage.sections("eval", "frontier", "export")
     paths = stage.paths
 
     test_set = load_retrieval_set(paths.prepared_test)

@@ -20,7 +20,7 @@ from medical_matryoshka.reports import mining_summary
 
 @stage_main("mine")
 def main(stage: StageConfig) -> None:
-    mining, model_cfg = stage.sections("mining", "model")
+    mining, model_cfg = stage.section("mining"), stage.model()
 
     pairs = pd.read_parquet(require_input(stage.paths.prepared_train, "prepare"))
     model = load_model(model_cfg) if mining.enabled else None

@@ -1,7 +1,8 @@
 """Stage `prepare`: raw records -> train pairs, dev and test retrieval sets, dataset statistics.
 
 Outputs (paths from params.yaml `paths`): <prepared>/<train_file> (anchor, positive, doc_id[, negatives]),
-<prepared>/<dev_file> and <test_file> (queries, corpus, relevant[, grades]), <data_metrics>.
+<prepared>/<dev_file> and <test_file> (queries, corpus, relevant[, grades]), <prepared>/<lengths_file> (the
+max_seq_length every later stage reads texts at: data/lengths.py), <data_metrics>.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import json
 
 from medical_matryoshka.core.atomic import output_dir, write_json
-from medical_matryoshka.core.models import load_tokenizer
+from medical_matryoshka.core.models import load_tokenizer, model_limits
 from medical_matryoshka.core.runtime import stage_main
 from medical_matryoshka.core.sections import ModelSource
 from medical_matryoshka.core.stage import StageConfig
 from medical_matryoshka.data.leakage import check_leakage, clean_negatives, shared_passage_rule
+from medical_matryoshka.data.lengths import check_fixed_length, resolve_length, token_lengths
 from medical_matryoshka.data.sources import load_source, require_tracked
 from medical_matryoshka.data.splits import assign_splits, require_searchable, retrieval_set, train_pairs
 from medical_matryoshka.data.stats import dataset_stats, relevance_stats
@@ -25,6 +27,9 @@ def main(stage: StageConfig) -> None:
     data, model = stage.section("data"), stage.section("model", ModelSource)  # prepare reads no model.dims
 
     require_tracked(data, stage.paths.raw)
+    tokenizer = load_tokenizer(model)
+    limits = model_limits(model, tokenizer)
+    check_fixed_length(model.max_seq_length, limits, model.name)  # before reading the data
     source = load_source(data)
     records, split = assign_splits(
         source.records, data.dev_fraction, data.test_fraction, stage.seed(), data.max_docs, data.split_by,
@@ -37,19 +42,26 @@ def main(stage: StageConfig) -> None:
     pairs = train_pairs(records, exclude=leaks.exclude)
     sets = {"dev": retrieval_set(records, "dev", ("train", "dev"))}
     sets["test"] = retrieval_set(records, "test", ("train", "dev", "test"), source.corpus)
-    require_searchable(sets["test"])
-    stats = dataset_stats(records, pairs, len(sets["test"]["corpus"]), load_tokenizer(model), model.max_seq_length)
+    require_searchable(sets["test"], records["doc_id"].nunique(), data, split["test"] == "official")
+    passages = list(dict.fromkeys([*sets["test"]["corpus"].values(), *pairs["positive"]]))
+    queries = list(dict.fromkeys(records["anchor"]))
+    lengths = resolve_length(
+        model.max_seq_length, model.length_coverage, token_lengths(tokenizer, passages),
+        token_lengths(tokenizer, queries), limits, model.name,
+    )  # fmt: skip
+    stats = dataset_stats(records, pairs, len(sets["test"]["corpus"]), tokenizer, lengths["max_seq_length"])
     split.update(shared_test_passages=leaks.shared_test_passages, leaked_queries_dropped=len(leaks.dropped_queries))
-    stats.update(split=split, relevance=relevance_stats(records), source=source.notes)
+    stats.update(split=split, relevance=relevance_stats(records), source=source.notes, lengths=lengths)
     if data.negative_columns:
         stats["negatives"] = negatives
-    print("\n".join(data_summary(stats, model.max_seq_length, stage.paths.data_metrics)))
+    print("\n".join(data_summary(stats, stage.paths.data_metrics)))
 
     with stage.track() as run:
         with output_dir(stage.paths.prepared) as out:
             pairs.to_parquet(out / stage.paths.train_file, index=False)
             for name, rs in sets.items():
                 (out / getattr(stage.paths, f"{name}_file")).write_text(json.dumps(rs), encoding="utf-8")
+            (out / stage.paths.lengths_file).write_text(json.dumps(lengths, indent=2) + "\n", encoding="utf-8")
         write_json(stage.paths.data_metrics, stats)
         run.log_metrics(stats)
 

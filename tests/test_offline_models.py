@@ -87,6 +87,7 @@ def test_a_missing_install_is_one_line_naming_the_command(tmp_path, monkeypatch)
         embedded_package=None,
         install="mpnet",
         max_seq_length=100,
+        length_coverage=0.95,
         dims=(768, 512, 256, 128, 64),
     )
     with pytest.raises(PipelineError, match=r"not installed .*; run `python -m commands.install_model mpnet` once"):

@@ -75,3 +75,33 @@ def test_exp_run_on_many_to_many_pairs_with_given_negatives(own_repo):
     assert any(expected) and not all(expected)
     for negative, given in zip(pairs["negative_1"], expected, strict=True):
         assert negative == given or given is None  # the given negative where there is one, else a mined one
+
+
+def test_long_passages_set_the_length_and_prepare_says_what_it_cuts(own_repo):
+    """Passages of about 300 MiniLM tokens: auto reads them at MiniLM's own 256 and says so; the fixed 64 this
+    repository's profile sets is one warning line with the fix, and every later stage reads the same length."""
+    from tests.conftest import claim
+
+    rows = [{"claim": claim(i), "passage": " ".join(passage(i + k) for k in range(10))} for i in range(30)]
+    pd.DataFrame(rows).to_json(own_repo / "data/raw/long.jsonl", orient="records", lines=True)
+    own = ["data=pairs", "data.path=data/raw/long.jsonl", "data.columns.anchor=claim", "data.columns.positive=passage"]
+    try:
+        run(["python", "-m", "commands.compose_params", *own, "model.max_seq_length=auto"], own_repo)
+        result = run(["dvc", "repro", "prepare"], own_repo)
+        lengths = json.loads((own_repo / "data/prepared/lengths.json").read_text())
+        assert (lengths["setting"], lengths["max_seq_length"], lengths["passages"]["share_cut"]) == ("auto", 256, 1.0)
+        assert 280 < lengths["passages"]["p50"] < 400
+        line = next(line for line in result.stdout.splitlines() if line.startswith("max_seq_length"))
+        assert line.startswith("max_seq_length 256 (auto: 95% of the texts fit in ") and "capped at the model's" in line
+        assert json.loads((own_repo / "metrics/data.json").read_text())["lengths"] == lengths
+
+        run(["python", "-m", "commands.compose_params", *own], own_repo)  # the repository's fixed 64
+        result = run(["dvc", "repro", "prepare"], own_repo)
+        assert "warning: model.max_seq_length 64 cuts 100% of the passages" in result.stdout
+        assert "-S model.max_seq_length=auto reads them at 256" in result.stdout
+        stage = run(["python", "-c", "from medical_matryoshka.core.stage import StageConfig; "
+                     "print(StageConfig.load('evaluate', begin=False).model().max_seq_length)"], own_repo)  # fmt: skip
+        assert stage.stdout.strip() == "64"  # what every later stage loads the model with
+    finally:
+        (own_repo / "data/raw/long.jsonl").unlink()
+        run(["git", "checkout", "--", "params.yaml", "dvc.lock", "metrics/"], own_repo)

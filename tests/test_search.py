@@ -110,6 +110,40 @@ def test_a_study_with_other_objectives_or_none_is_one_line(tmp_path):
         load_study(parse_space({**committed_space(), "objectives": ["full"]}), url)
 
 
+def test_a_trial_that_finished_before_the_stop_is_complete_and_the_worker_stops_after_it(tmp_path, monkeypatch):
+    """SIGTERM arriving once the trial's `dvc exp run` has exited 0: the study records its result (COMPLETE, as
+    MLflow's FINISHED runs say) and asks for no further trial, instead of marking a finished trial FAIL."""
+    import optuna
+
+    from medical_matryoshka.core.errors import Interrupted
+    from medical_matryoshka.team import search
+
+    space = parse_space({**committed_space(), "objectives": ["full"], "trials": 5})
+    worker = search.Worker(space, tmp_path, "metrics/summary.json", dev_metric=str, client=None)
+    monkeypatch.setattr(worker, "command", lambda trial, values: [sys.executable, "-c", "pass"])  # exits 0
+
+    def signal_after_the_run(trial, proc, name):
+        proc.wait()
+        raise Interrupted(signal.SIGTERM)  # the handler's raise, as the stop lands after dvc's exit
+
+    monkeypatch.setattr(worker, "_watch", signal_after_the_run)
+    monkeypatch.setattr(search, "experiment_commit", lambda name, repo: "abc123")
+    monkeypatch.setattr(search, "git", lambda *args, cwd=None: '{"d0384": 0.91, "d0032": 0.7}')
+    study = optuna.create_study(direction="maximize")
+    study.optimize(worker, n_trials=5)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]  # and no trial after it
+    assert study.trials[0].value == 0.91 and study.trials[0].user_attrs["commit"] == "abc123"
+    assert worker.interrupted.signum == signal.SIGTERM and worker.finished_before_stop
+
+    def signal_mid_run(trial, proc, name):
+        raise Interrupted(signal.SIGTERM)  # dvc still running: stopped, the trial FAIL
+
+    monkeypatch.setattr(worker, "command", lambda trial, values: [sys.executable, "-c", "import time; time.sleep(30)"])
+    monkeypatch.setattr(worker, "_watch", signal_mid_run)
+    with pytest.raises(KeyboardInterrupt):
+        optuna.create_study(direction="maximize").optimize(worker, n_trials=1)
+
+
 def test_a_storage_url_is_shown_without_its_password():
     assert shown_url("postgresql+psycopg://bob:s3cret@db:5432/optuna") == "postgresql+psycopg://bob:***@db:5432/optuna"
     assert shown_url("postgresql+psycopg://bob@db/optuna") == "postgresql+psycopg://bob@db/optuna"
@@ -143,7 +177,7 @@ def test_a_failed_and_a_pruned_trial_are_marked_and_the_search_goes_on(tmp_path,
         "objectives": ["full"],
         "space": {
             "epochs": {"type": "int", "low": 1, "high": 100},
-            "batch_size": {"type": "categorical", "choices": [4, 4096]},
+            "batch_size": {"type": "categorical", "choices": [1, 4]},
         },
         "pruner": {"type": "threshold", "lower": 2.0},  # NDCG@10 is never 2: pruned at its first dev evaluation
     }  # fmt: skip
@@ -151,12 +185,12 @@ def test_a_failed_and_a_pruned_trial_are_marked_and_the_search_goes_on(tmp_path,
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "search space"], repo)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="local", storage=storage, direction="maximize")
-    study.enqueue_trial({"epochs": 1, "batch_size": 4096})  # a batch larger than the data: the stage refuses it
+    study.enqueue_trial({"epochs": 1, "batch_size": 1})  # in-batch negatives need 2: the stage refuses it
     study.enqueue_trial({"epochs": 100, "batch_size": 4})
     result = run([sys.executable, "-m", "commands.search", "--storage", storage], repo)
     trials = optuna.load_study(study_name="local", storage=storage).get_trials()
     assert [t.state.name for t in trials] == ["FAIL", "PRUNED"], result.stdout
-    assert "batch" in trials[0].user_attrs["error"] and trials[0].user_attrs["error"].count("\n") == 0
+    assert "batch_size must be" in trials[0].user_attrs["error"] and trials[0].user_attrs["error"].count("\n") == 0
     assert "trial 1: pruned" in result.stdout and "no trial has completed yet" in result.stdout
 
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
@@ -170,10 +204,13 @@ def test_a_failed_and_a_pruned_trial_are_marked_and_the_search_goes_on(tmp_path,
     assert not {"local-000", "local-001"} & set(experiments(repo))  # DVC records only finished recipes
     assert run(["git", "status", "--porcelain"], repo).stdout == ""  # --temp: the workspace is untouched
 
-    # A worker stopped mid-trial (`kill <pid>`): one line, its trial FAIL in the study, its runs KILLED in MLflow
-    (repo / SPACE_FILE).write_text(yaml.safe_dump({**space, "trials": 3, "pruner": {"type": "none"}}))
+    # A worker stopped mid-trial (`kill <pid>`): one line, its trial FAIL in the study, its runs KILLED in MLflow.
+    # The trial cannot finish before the signal, however fast the machine: 100,000 epochs, no early stop.
+    third = {**space, "trials": 3, "pruner": {"type": "none"}, "fixed": ["train.patience=null"]}
+    third["space"] = {**space["space"], "epochs": {"type": "int", "low": 1, "high": 100_000}}
+    (repo / SPACE_FILE).write_text(yaml.safe_dump(third))
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "one more trial"], repo)
-    study.enqueue_trial({"epochs": 100, "batch_size": 4})
+    study.enqueue_trial({"epochs": 100_000, "batch_size": 4})
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     worker = subprocess.Popen(

@@ -12,11 +12,12 @@ import yaml
 from medical_matryoshka.core.dims import dim_key
 from medical_matryoshka.core.errors import PipelineError
 from medical_matryoshka.core.sections import EvalConfig, ModelConfig, TrainConfig, read_section
-from medical_matryoshka.retrieval.dev_evaluator import dev_history
+from medical_matryoshka.retrieval.dev_evaluator import dev_history, selection_metric
 from medical_matryoshka.retrieval.scoring import RetrievalSet
-from medical_matryoshka.training.arguments import optimizer_steps, training_args
+from medical_matryoshka.training.arguments import Schedule, make_schedule, optimizer_steps, training_args
+from medical_matryoshka.training.batches import RelevanceGraph
 from medical_matryoshka.training.checkpoints import checkpoint_key, discard_incomplete, exclusive, latest_checkpoint
-from medical_matryoshka.training.data import TrainingData, check_train_pairs, passage_pairs
+from medical_matryoshka.training.data import TrainingData, check_train_pairs, fitting_batch, passage_pairs
 from medical_matryoshka.training.loss import build_loss
 from medical_matryoshka.training.rotation import add_pca_rotation
 from medical_matryoshka.training.runtime import resolve_precision
@@ -94,21 +95,23 @@ def test_bad_training_params_fail_before_training(params, override, message):
         read_section(TrainConfig, params)
 
 
-def test_empty_text_stops_before_training(tiny_cfg):
+def test_empty_text_stops_before_training():
     bad = pairs()
     bad.loc[2, "positive"] = " "
     with pytest.raises(PipelineError, match="1 training row"):
-        check_train_pairs(bad, tiny_cfg)
+        check_train_pairs(bad)
 
 
-def test_batch_larger_than_the_data_is_rejected(tiny_cfg):
-    with pytest.raises(PipelineError, match="batch_size 64 exceeds the 8 training pairs"):
-        check_train_pairs(pairs(), dataclasses.replace(tiny_cfg, batch_size=64))
+def test_a_batch_larger_than_the_data_is_the_whole_data(tiny_cfg):
+    assert fitting_batch(dataclasses.replace(tiny_cfg, batch_size=64), 8).batch_size == 8  # said by the plan
+    assert fitting_batch(tiny_cfg, 8) is tiny_cfg
+    with pytest.raises(PipelineError, match="1 training pair\\(s\\): in-batch negatives need at least 2"):
+        fitting_batch(tiny_cfg, 1)
 
 
-def test_duplicate_pairs_are_dropped_and_counted_repeated_anchors_kept(tiny_cfg):
+def test_duplicate_pairs_are_dropped_and_counted_repeated_anchors_kept():
     data = pd.concat([pairs(), pairs().head(2)], ignore_index=True)
-    clean, dropped = check_train_pairs(data, tiny_cfg)
+    clean, dropped = check_train_pairs(data)
     assert dropped == 2 and len(clean) == 8
     assert clean["anchor"].duplicated().sum() == 1  # the aspirin claim keeps both of its passages
 
@@ -131,13 +134,18 @@ def test_checkpoint_key_changes_with_params_and_data(tmp_path):
     assert checkpoint_key({"lr": 1}, a) != checkpoint_key({"lr": 1}, b)
 
 
+def training_data(out) -> TrainingData:
+    return TrainingData({"claims": pairs()}, 0, out / "pairs.parquet", [], RelevanceGraph.of_pairs(pairs()))
+
+
 def make_trainer(model, cfg, out, dims, eval_cfg, dev, callbacks=()):
-    """The train stage's trainer (build_trainer) on the fixture pairs, no MLflow run."""
-    data = TrainingData({"claims": pairs()}, 0, out / "pairs.parquet", [])
-    trainer = build_trainer(model, data, dev, cfg, dims, eval_cfg, out, None)
+    """The train stage's trainer (build_trainer) on the fixture pairs, no MLflow run, and its schedule."""
+    selection = selection_metric(cfg.select_by, dims, eval_cfg) if dev else None
+    schedule = make_schedule([len(pairs())], cfg, 1, selection)
+    trainer = build_trainer(model, training_data(out), dev, cfg, schedule, dims, eval_cfg, out, None)
     for callback in callbacks:
         trainer.add_callback(callback)
-    return trainer
+    return trainer, schedule
 
 
 @pytest.fixture
@@ -170,8 +178,9 @@ def test_training_logs_dev_ndcg_at_every_dim_and_resumes(tiny_model_dir, tiny_cf
     dims = (64, 32, 16)
     eval_cfg = read_section(EvalConfig, params, "eval")
     out = tmp_path / "checkpoints"
+    tiny_cfg = dataclasses.replace(tiny_cfg, patience=None)  # every epoch: the stop is this test's
     model = SentenceTransformer(str(tiny_model_dir), device="cpu")
-    first = make_trainer(model, tiny_cfg, out, dims, eval_cfg, dev_set, [StopAfterFirstEpoch()])
+    first, _ = make_trainer(model, tiny_cfg, out, dims, eval_cfg, dev_set, [StopAfterFirstEpoch()])
     first.train()
     assert first.state.global_step == optimizer_steps(8, tiny_cfg) // 2
     done = out / f"checkpoint-{first.state.global_step}"
@@ -182,19 +191,22 @@ def test_training_logs_dev_ndcg_at_every_dim_and_resumes(tiny_model_dir, tiny_cf
     assert discard_incomplete(out) == [torn] and not torn.exists() and done.is_dir()
 
     model = SentenceTransformer(str(tiny_model_dir), device="cpu")
-    second = make_trainer(model, tiny_cfg, out, dims, eval_cfg, dev_set)
+    second, schedule = make_trainer(model, tiny_cfg, out, dims, eval_cfg, dev_set)
     outcome = run_training(second, latest_checkpoint(out))
     assert second.state.global_step == optimizer_steps(8, tiny_cfg)
     assert (outcome.resumed_step, outcome.resumed_epoch) == (first.state.global_step, 1.0)
-    summary = training_summary(second, outcome, TrainingData({"claims": pairs()}, 0, out, []), 2, {}, dims, eval_cfg)
-    resumed_eval = [e["eval_runtime"] for e in second.state.log_history if "eval_runtime" in e][-1]
-    # the speed of this run only: the one epoch since the checkpoint, without its dev evaluation
+    summary = training_summary(second, outcome, training_data(out), schedule, {}, dims, eval_cfg)
+    resumed = [e for e in second.state.log_history if "eval_runtime" in e and e["step"] > first.state.global_step]
+    # the speed of this run only: the epoch since the checkpoint, without its dev evaluations
     assert summary["resumed_from_step"] == first.state.global_step
-    assert summary["pairs_per_second"] == round(8 / (outcome.seconds - resumed_eval), 2)
+    assert summary["pairs_per_second"] == round(8 / (outcome.seconds - sum(e["eval_runtime"] for e in resumed)), 2)
+    # an epoch of 2 steps is evaluated at every step (train.evals_per_epoch 4 asks for more than it has)
     history = dev_history(second.state.log_history, dims, eval_cfg)
-    assert [row["epoch"] for row in history] == [1.0, 2.0]
+    assert schedule.eval_steps == 1 and [row["epoch"] for row in history] == [0.5, 1.0, 1.5, 2.0]
     assert all(0 <= row[dim_key(d)] <= 1 for row in history for d in dims)
-    assert second.state.best_metric == max(row["dim_64"] for row in history)
+    assert all(row["mean"] == pytest.approx(sum(row[dim_key(d)] for d in dims) / 3) for row in history)
+    assert second.state.best_metric == max(row["mean"] for row in history)  # train.select_by: mean
+    assert summary["stopped"]["reason"] == "epochs" and summary["stopped"]["at_step"] == 4
     # the generated model card's Training Logs table shows NDCG@10 at every dimension
     logged = [row for row in model.model_card_data.training_logs if "dev_dim_16_cosine_ndcg@10" in row]
     assert logged and all(f"dev_{dim_key(d)}_cosine_ndcg@10" in logged[-1] for d in dims)
@@ -203,7 +215,7 @@ def test_training_logs_dev_ndcg_at_every_dim_and_resumes(tiny_model_dir, tiny_cf
 def test_dims_above_the_model_are_rejected_before_training(params):
     from medical_matryoshka.core.models import load_model
 
-    model_cfg = dataclasses.replace(read_section(ModelConfig, params, "model"), dims=(512, 256))
+    model_cfg = dataclasses.replace(read_section(ModelConfig, params, "model"), dims=(512, 256), max_seq_length=64)
     with pytest.raises(PipelineError, match="exceed the dimension 384"):
         load_model(model_cfg)
 
@@ -223,12 +235,43 @@ def test_precision_auto_is_bf16_only_where_the_hardware_has_it():
 
 def test_cpu_training_args_never_carry_gpu_settings(tiny_cfg, params, tmp_path):
     eval_cfg = read_section(EvalConfig, params, "eval")
-    args = training_args(dataclasses.replace(tiny_cfg, precision="fp32", tf32=True), tmp_path, 64, True, eval_cfg)
+    schedule = make_schedule([8], tiny_cfg, 1, selection_metric("full", (64, 32), eval_cfg))
+    args = training_args(dataclasses.replace(tiny_cfg, precision="fp32", tf32=True), tmp_path, schedule, eval_cfg)
     assert (args.bf16, args.fp16, args.tf32, args.use_cpu) == (False, False, None, True)
     assert args.ddp_backend is None and args.dataloader_drop_last is False  # one process: nothing dropped
-    assert args.metric_for_best_model == "eval_dev_dim_64_cosine_ndcg@10"  # the full dim's primary metric
-    bf16 = training_args(dataclasses.replace(tiny_cfg, precision="bf16"), tmp_path, 64, True, eval_cfg)
+    assert args.metric_for_best_model == "eval_dev_dim_64_cosine_ndcg@10"  # select_by full: the full dim's
+    assert args.restore_callback_states_from_checkpoint  # a resumed run keeps its early-stopping count
+    bf16 = training_args(dataclasses.replace(tiny_cfg, precision="bf16"), tmp_path, schedule, eval_cfg)
     assert bf16.bf16 and not bf16.fp16
+
+
+def test_the_schedule_evaluates_several_times_an_epoch_and_epochs_bound_it(tiny_cfg, params):
+    eval_cfg = read_section(EvalConfig, params, "eval")
+    mean = selection_metric("mean", (64, 32), eval_cfg)
+    cfg = dataclasses.replace(tiny_cfg, batch_size=128, epochs=3, evals_per_epoch=4)
+    assert make_schedule([812], cfg, 1, mean) == Schedule(7, 21, 2, 2, "eval_dev_mean_cosine_ndcg@10")  # SciFact
+    assert make_schedule([1500], cfg, 1, mean).eval_steps == 3  # PubMedQA: 12 steps an epoch
+    assert make_schedule([100_000], cfg, 1, mean).eval_steps == 196  # 782 steps an epoch: 4 evaluations
+    assert make_schedule([812], cfg, 1, None).eval_steps is None  # no dev split: nothing to watch
+    assert selection_metric(32, (64, 32), eval_cfg) == "eval_dev_dim_32_cosine_ndcg@10"
+    with pytest.raises(PipelineError, match="train.select_by 100 is not one of model.dims"):
+        selection_metric(100, (64, 32), eval_cfg)
+
+
+def test_training_stops_once_dev_stops_improving(tiny_model_dir, tiny_cfg, dev_set, params, tmp_path):
+    """A learning rate too small to move the dev score: the first evaluation stays the best, and training stops
+    `patience` evaluations later instead of running its 10 steps."""
+    from sentence_transformers import SentenceTransformer
+
+    eval_cfg = read_section(EvalConfig, params, "eval")
+    cfg = dataclasses.replace(tiny_cfg, lr=1e-12, epochs=5, patience=2)
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    trainer, schedule = make_trainer(model, cfg, tmp_path / "checkpoints", (64, 32, 16), eval_cfg, dev_set)
+    outcome = run_training(trainer, None)
+    summary = training_summary(trainer, outcome, training_data(tmp_path), schedule, {}, (64, 32, 16), eval_cfg)
+    assert schedule.max_steps == 10 and trainer.state.global_step == 3  # evaluated at 1 (best), 2, 3: stop
+    stopped = summary["stopped"]
+    assert (stopped["reason"], stopped["best_step"], stopped["evaluations"]) == ("patience", 1, 3)
 
 
 def test_steps_under_ddp_count_one_batch_per_process_and_drop_the_rest(tiny_cfg):
@@ -296,7 +339,7 @@ def test_bf16_autocast_trains_on_cpu_and_keeps_fp32_weights(tiny_model_dir, tiny
     model = SentenceTransformer(str(tiny_model_dir), device="cpu")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = dataclasses.replace(tiny_cfg, precision="bf16", epochs=1)
-    trainer = make_trainer(model, cfg, tmp_path, dims, read_section(EvalConfig, params, "eval"), dev_set)
+    trainer, _ = make_trainer(model, cfg, tmp_path, dims, read_section(EvalConfig, params, "eval"), dev_set)
     result = trainer.train()
     after = model.state_dict()
     assert torch.isfinite(torch.tensor(result.training_loss))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import socket
@@ -12,9 +13,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from medical_matryoshka.core.digests import folder_digest
-from medical_matryoshka.core.errors import PipelineError
+from medical_matryoshka.core.errors import PipelineError, require_input
 from medical_matryoshka.core.offline_models import installed_path
-from medical_matryoshka.core.sections import ModelConfig, ModelSource
+from medical_matryoshka.core.sections import ModelConfig, ModelSource, PathsConfig
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -71,9 +72,28 @@ def resolve_model_path(cfg: ModelSource) -> str:
     return cfg.name
 
 
+def with_prepared_length(cfg: ModelConfig, paths: PathsConfig) -> ModelConfig:
+    """`cfg` at the max_seq_length `prepare` chose (model.max_seq_length auto, or the fixed value it checked) and
+    wrote to <prepared>/<lengths_file>: every stage after prepare reads its texts at that one length."""
+    import json
+
+    lengths = require_input(paths.prepared_lengths, "prepare")
+    try:
+        length = int(json.loads(lengths.read_text(encoding="utf-8"))["max_seq_length"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise PipelineError(f"{lengths} is damaged; rerun prepare (dvc repro -f prepare)") from None
+    return dataclasses.replace(cfg, max_seq_length=length)
+
+
 def load_model(cfg: ModelConfig) -> SentenceTransformer:
-    """Load a SentenceTransformer and check the configured Matryoshka dims fit it."""
+    """Load a SentenceTransformer at the config's max_seq_length and check the Matryoshka dims fit it."""
     from sentence_transformers import SentenceTransformer
+
+    if not isinstance(cfg.max_seq_length, int):
+        raise PipelineError(
+            f"model.max_seq_length is {cfg.max_seq_length!r}: prepare resolves it; load the model with the prepared "
+            "length (core.models.with_prepared_length) after `dvc repro prepare`"
+        )
 
     path = resolve_model_path(cfg)
     try:
@@ -91,6 +111,59 @@ def check_dims(cfg: ModelConfig, model_dim: int | None) -> None:
             f"model.dims {list(cfg.dims)} exceed the dimension {model_dim} of '{cfg.name}'; "
             f"use dims <= {model_dim} (conf/model/*.yaml or -S 'model.dims=[...]')"
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelLimits:
+    """What a model can read: the length it was trained at (its own max_seq_length; None: unknown) and the
+    longest input its position embeddings take."""
+
+    trained: int | None
+    positions: int
+
+    @property
+    def auto_cap(self) -> int:
+        """The longest length `max_seq_length: auto` picks: the model's own, which it was trained at."""
+        return min(self.trained or self.positions, self.positions)
+
+
+UNBOUNDED = 100_000  # a tokenizer's model_max_length above this means "not set" (transformers' huge default)
+
+
+def model_limits(cfg: ModelSource, tokenizer) -> ModelLimits:
+    """The model's own max_seq_length (sentence_bert_config.json) and its position limit (config.json's
+    max_position_embeddings, or the tokenizer's model_max_length where lower: RoBERTa-style models reserve
+    positions for padding)."""
+    from transformers import AutoConfig
+
+    path = resolve_model_path(cfg)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except OSError as err:
+        raise PipelineError(f"cannot read the config of '{cfg.name}': {str(err).splitlines()[0]}") from None
+    positions = getattr(config, "max_position_embeddings", None) or UNBOUNDED
+    if tokenizer.model_max_length < UNBOUNDED:
+        positions = min(positions, int(tokenizer.model_max_length))
+    return ModelLimits(_own_max_seq_length(path), positions)
+
+
+def _own_max_seq_length(path: str) -> int | None:
+    """max_seq_length of the sentence-transformers config in the model folder (or on the hub), if it has one."""
+    import json
+
+    local = Path(path) / "sentence_bert_config.json"
+    if not local.is_file():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            local = Path(hf_hub_download(path, "sentence_bert_config.json"))
+        except Exception:  # noqa: BLE001 - a plain transformers model has none: its limit is its positions
+            return None
+    try:
+        value = json.loads(local.read_text(encoding="utf-8")).get("max_seq_length")
+    except (OSError, ValueError):
+        return None
+    return int(value) if isinstance(value, int) and value > 0 else None
 
 
 def load_tokenizer(cfg: ModelSource) -> PreTrainedTokenizerBase:

@@ -30,7 +30,9 @@ class ModelSource:
     name: str
     embedded_package: str | None
     install: str | None
-    max_seq_length: int = knob(gt=0)
+    # auto (prepare resolves it from the data: data/lengths.py) or a fixed number of tokens
+    max_seq_length: Positive | Literal["auto"] = knob(rule="auto or an integer > 0")
+    length_coverage: float = knob(gt=0, le=1)  # auto: the share of passages (and queries) read whole
 
     def at(self, folder: str | Path) -> Self:
         """The same model config loading from a local model folder (a trained model, a test model)."""
@@ -63,6 +65,7 @@ class DataConfig:
     columns: dict[str, Any]
     hf_split: str
     hf_revision: str | None
+    csv_sep: Literal["auto", ",", ";", "\t", "|"]
     dev_fraction: float = knob(ge=0, lt=1)
     test_fraction: float = knob(gt=0, lt=1)
     max_docs: int | None = knob(gt=0)
@@ -86,7 +89,7 @@ class DataConfig:
                 f"got {negative!r}"
             )
         if self.dev_fraction + self.test_fraction >= 1.0:
-            fail(self, "dev_fraction", "+ data.test_fraction must leave documents to train on, got "
+            fail(self, "dev_fraction", "+ data.test_fraction must leave claims to train on, got "
                  f"{self.dev_fraction} + {self.test_fraction}")  # fmt: skip
 
     @property
@@ -155,7 +158,8 @@ Loss = Literal["mnrl", "cached_mnrl"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Direction = Literal["query_to_doc", "doc_to_query", "query_to_query", "doc_to_doc"]
 HardnessMode = Literal["in_batch_negatives", "hard_negatives", "all_negatives"]
-BatchSampler = Literal["no_duplicates", "batch_sampler"]
+BatchSampler = Literal["relevance_aware", "no_duplicates", "batch_sampler"]
+SelectBy = Literal["mean", "full", "smallest"]
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
 
 
@@ -176,6 +180,9 @@ class TrainConfig:
     mini_batch_size: int = knob(ge=1)
     length_grouped_chunks: bool
     batch_sampler: BatchSampler
+    evals_per_epoch: int = knob(ge=1)
+    patience: int | None = knob(ge=1)
+    select_by: SelectBy | Positive = knob(rule="mean, full, smallest or one of model.dims")
     logging_steps: int = knob(ge=1)
     matryoshka_weights: tuple[Annotated[float, Ge(0)], ...] | None
     directions: tuple[Direction, ...]
@@ -266,6 +273,7 @@ class PathsConfig:
     train_file: str
     dev_file: str
     test_file: str
+    lengths_file: str
     data_metrics: str
     baseline_metrics: str
     pairs: str
@@ -283,7 +291,7 @@ class PathsConfig:
     export_metrics: str
 
     def __post_init__(self) -> None:
-        for name in ("train_file", "dev_file", "test_file"):
+        for name in ("train_file", "dev_file", "test_file", "lengths_file"):
             if not getattr(self, name) or Path(getattr(self, name)).name != getattr(self, name):
                 fail(self, name, f"must be a file name inside the folder (no '/'), got {getattr(self, name)!r}")
 
@@ -298,6 +306,10 @@ class PathsConfig:
     @property
     def prepared_test(self) -> Path:
         return Path(self.prepared) / self.test_file
+
+    @property
+    def prepared_lengths(self) -> Path:
+        return Path(self.prepared) / self.lengths_file
 
     @property
     def pairs_train(self) -> Path:

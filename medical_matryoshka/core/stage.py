@@ -17,7 +17,14 @@ from medical_matryoshka.core.errors import PipelineError, on_failure
 from medical_matryoshka.core.params import PARAMS_FILE, RECOMPOSE, load_params
 from medical_matryoshka.core.pipeline import PIPELINE_FILE, declared_params, final_stages, stage_outputs
 from medical_matryoshka.core.schema import top_level
-from medical_matryoshka.core.sections import SECTIONS, PathsConfig, TrackingConfig, check_params, read_section
+from medical_matryoshka.core.sections import (
+    SECTIONS,
+    ModelConfig,
+    PathsConfig,
+    TrackingConfig,
+    check_params,
+    read_section,
+)
 
 
 def select(params: dict[str, Any], keys: list[str]) -> dict[str, Any]:
@@ -139,6 +146,13 @@ class StageConfig:
         for name in (key, *top_level(cls)):
             self._declared(name)
         return read_section(cls, self.params, key)
+
+    def model(self) -> ModelConfig:
+        """The declared `model` section at the max_seq_length `prepare` chose for the data (model.max_seq_length
+        auto or fixed, read from <prepared>/<lengths_file>, a dependency of every stage after prepare)."""
+        from medical_matryoshka.core.models import with_prepared_length
+
+        return with_prepared_length(self.section("model"), self.paths)
 
     def sections(self, *keys: str) -> tuple[Any, ...]:
         """Several sections by key, in order: `model, eval = stage.sections("model", "eval")`."""

@@ -11,9 +11,7 @@ from transformers.trainer_callback import ProgressCallback
 from medical_matryoshka.core.dims import dim_label
 from medical_matryoshka.core.sections import EvalConfig
 from medical_matryoshka.core.tracking.run import StageRun
-from medical_matryoshka.retrieval.dev_evaluator import dev_metric
-
-SHOWN = ("mrr@10", "recall@10")  # the dev measures a terminal line shows after the primary one
+from medical_matryoshka.retrieval.dev_evaluator import MEAN, dev_metric
 
 
 def _numeric(logs: dict[str, Any]) -> dict[str, float]:
@@ -44,8 +42,9 @@ class MlflowLogCallback(TrainerCallback):
 
 
 class CompactProgress(ProgressCallback):
-    """transformers' progress bar with the loss in its postfix and, after each dev evaluation, one short line
-    per dimension instead of the dictionary of every metric (all of them stay in MLflow and the card)."""
+    """transformers' progress bar with the loss in its postfix and, after each dev evaluation, one line: the
+    primary metric's mean and its value at every dimension, instead of the dictionary of every metric (all of
+    them stay in MLflow and the card)."""
 
     def __init__(self, dims: tuple[int, ...], eval_cfg: EvalConfig):
         super().__init__()
@@ -62,9 +61,10 @@ class CompactProgress(ProgressCallback):
                 )
         if dev_metric(self.dims[0], self.eval_cfg) not in logs:
             return
-        measure = self.eval_cfg.primary_measure
-        shown = dict.fromkeys((measure, *SHOWN))
-        for dim in self.dims:
-            key = dev_metric(dim, self.eval_cfg).removesuffix(measure)  # eval_dev_dim_384_cosine_
-            values = "  ".join(f"{m} {logs[key + m]:.4f}" for m in shown if key + m in logs)
-            self.training_bar.write(f"epoch {state.epoch:g}  dev  dim {dim:>4}  {values}")
+        by_dim = "  ".join(f"{dim} {logs[dev_metric(dim, self.eval_cfg)]:.4f}" for dim in self.dims)
+        mean = logs.get(dev_metric(MEAN, self.eval_cfg))
+        self.training_bar.write(
+            f"step {state.global_step} (epoch {state.epoch:.2f})  dev {self.eval_cfg.primary_measure}"
+            + (f"  mean {mean:.4f} |" if mean is not None else "")
+            + f"  {by_dim}"
+        )

@@ -10,13 +10,14 @@ import pandas as pd
 
 from medical_matryoshka.core.errors import PipelineError, require_input
 from medical_matryoshka.core.sections import PathsConfig, TrainConfig
+from medical_matryoshka.training.batches import RelevanceGraph
 
 
-def check_train_pairs(pairs: pd.DataFrame, cfg: TrainConfig) -> tuple[pd.DataFrame, int]:
+def check_train_pairs(pairs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Reject what would break training; drop exact duplicate pairs (reported), before any training starts.
 
-    Anchors repeated with different positives are expected (one claim, several passages): the
-    no_duplicates batch sampler keeps them out of each other's batches, where they would be false negatives.
+    Anchors repeated with different positives are expected (one claim, several passages): the batch sampler
+    keeps them out of each other's batches, where they would be false negatives.
     """
     if list(pairs.columns[:2]) != ["anchor", "positive"]:
         raise PipelineError(f"training data must start with columns anchor, positive; got {list(pairs.columns)}")
@@ -25,13 +26,20 @@ def check_train_pairs(pairs: pd.DataFrame, cfg: TrainConfig) -> tuple[pd.DataFra
     if empty:
         raise PipelineError(f"{empty} training row(s) have an empty text; fix the data source and rerun prepare")
     deduped = pairs.drop_duplicates().reset_index(drop=True)
-    dropped = len(pairs) - len(deduped)
-    if cfg.batch_size > len(deduped):
+    return deduped, len(pairs) - len(deduped)
+
+
+def fitting_batch(cfg: TrainConfig, pairs: int) -> TrainConfig:
+    """`cfg` with a batch no larger than the training pairs: a batch of 128 over 35 pairs would be one short
+    batch an epoch anyway; said in the terminal and metrics/train.json (batch_size_used)."""
+    if cfg.batch_size <= pairs:
+        return cfg
+    if pairs < 2:
         raise PipelineError(
-            f"batch_size {cfg.batch_size} exceeds the {len(deduped)} training pairs; "
-            f"lower it (-S batch_size=N) or use more data"
+            f"{pairs} training pair(s): in-batch negatives need at least 2; use more data (data.test_fraction, "
+            "data.dev_fraction and data.max_docs decide how many claims train)"
         )
-    return deduped, dropped
+    return dataclasses.replace(cfg, batch_size=pairs)
 
 
 def passage_pairs(prepared: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -63,6 +71,7 @@ class TrainingData:
     duplicates_dropped: int
     pairs_file: Path  # the mined pairs: part of the checkpoint key
     rotation_texts: list[str]
+    graph: RelevanceGraph  # which training passages are relevant to which claims (relevance-aware batches)
 
     @property
     def pairs(self) -> pd.DataFrame:
@@ -74,15 +83,13 @@ class TrainingData:
 
 
 def read_training_data(paths: PathsConfig, cfg: TrainConfig) -> TrainingData:
-    """The mined pairs, plus passage pairs and the rotation's texts when the profile asks for them."""
+    """The mined pairs, the relevance graph of the training split, plus passage pairs and the rotation's texts
+    when the profile asks for them."""
     pairs_file = require_input(paths.pairs_train, "mine")
-    pairs, dropped = check_train_pairs(pd.read_parquet(pairs_file), cfg)
+    pairs, dropped = check_train_pairs(pd.read_parquet(pairs_file))
     datasets = {"claims": pairs}
-    texts: list[str] = []
-    if cfg.passage_pairs or cfg.pca_rotation:  # both need the prepare stage's (doc_id, anchor, positive) pairs
-        prepared = pd.read_parquet(require_input(paths.prepared_train, "prepare"))
-        if cfg.passage_pairs:
-            datasets["passages"] = passage_pairs(prepared, cfg.seed)
-        if cfg.pca_rotation:
-            texts = training_texts(prepared)
-    return TrainingData(datasets, dropped, pairs_file, texts)
+    prepared = pd.read_parquet(require_input(paths.prepared_train, "prepare"))  # (anchor, positive, doc_id)
+    if cfg.passage_pairs:
+        datasets["passages"] = passage_pairs(prepared, cfg.seed)
+    texts = training_texts(prepared) if cfg.pca_rotation else []
+    return TrainingData(datasets, dropped, pairs_file, texts, RelevanceGraph.of_pairs(prepared))

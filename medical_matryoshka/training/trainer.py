@@ -15,7 +15,8 @@ from medical_matryoshka.core.sections import EvalConfig, ModelConfig, TrainConfi
 from medical_matryoshka.core.tracking.run import StageRun
 from medical_matryoshka.retrieval.dev_evaluator import MatryoshkaRetrievalEvaluator, dev_history
 from medical_matryoshka.retrieval.scoring import RetrievalSet
-from medical_matryoshka.training.arguments import training_args
+from medical_matryoshka.training.arguments import Schedule, training_args
+from medical_matryoshka.training.batches import RelevanceAwareBatchSampler, RelevanceGraph
 from medical_matryoshka.training.callbacks import CompactProgress, MlflowLogCallback
 from medical_matryoshka.training.checkpoints import MarkCompleteCheckpoints, checkpoint_bytes
 from medical_matryoshka.training.data import TrainingData
@@ -40,29 +41,50 @@ def base_model(model_cfg: ModelConfig, rotation_texts: list[str], batch_size: in
     return model, rotation
 
 
+def trainer_class(graph: RelevanceGraph | None, directions: tuple[str, ...]):
+    """SentenceTransformerTrainer, whose batches are relevance-aware when `graph` is given (the library's
+    documented way: override get_batch_sampler)."""
+    from sentence_transformers import SentenceTransformerTrainer
+
+    if graph is None:
+        return SentenceTransformerTrainer
+
+    class RelevanceAwareTrainer(SentenceTransformerTrainer):
+        def get_batch_sampler(self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0):
+            return RelevanceAwareBatchSampler(
+                dataset, batch_size, drop_last, graph, directions, valid_label_columns, generator, seed
+            )
+
+    return RelevanceAwareTrainer
+
+
 def build_trainer(
     model,
     data: TrainingData,
     dev: RetrievalSet | None,
     cfg: TrainConfig,
+    schedule: Schedule,
     dims: tuple[int, ...],
     eval_cfg: EvalConfig,
     checkpoints: Path,
     run: StageRun | None,
 ):
-    """SentenceTransformerTrainer with the Matryoshka loss, the dev evaluator and MLflow logging."""
+    """SentenceTransformerTrainer with the Matryoshka loss, the dev evaluator on the schedule, early stopping,
+    relevance-aware batches (train.batch_sampler) and MLflow logging."""
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer
+    from transformers import EarlyStoppingCallback
     from transformers.trainer_callback import ProgressCallback
 
     tables = {name: Dataset.from_pandas(rows, preserve_index=False) for name, rows in data.datasets.items()}
-    trainer = SentenceTransformerTrainer(
+    graph = data.graph if cfg.batch_sampler == "relevance_aware" else None
+    stopping = [EarlyStoppingCallback(schedule.patience)] if dev and schedule.patience else []
+    trainer = trainer_class(graph, cfg.directions)(
         model=model,
-        args=training_args(cfg, checkpoints, dims[0], dev is not None, eval_cfg),
+        args=training_args(cfg, checkpoints, schedule, eval_cfg),
         train_dataset=tables if len(tables) > 1 else tables["claims"],  # several: each batch from one of them
         loss=build_loss(model, cfg, dims),
         evaluator=MatryoshkaRetrievalEvaluator(dev, dims, eval_cfg) if dev else None,
-        callbacks=[MarkCompleteCheckpoints(), *([MlflowLogCallback(run, dims, eval_cfg)] if run else [])],
+        callbacks=[MarkCompleteCheckpoints(), *stopping, *([MlflowLogCallback(run, dims, eval_cfg)] if run else [])],
     )
     trainer.remove_callback(ProgressCallback)  # its per-log dictionaries: 75 dev metrics a line
     trainer.add_callback(CompactProgress(dims, eval_cfg))
@@ -113,14 +135,36 @@ def run_training(trainer, resume: str | None) -> TrainingOutcome:
     return TrainingOutcome(result.training_loss, seconds, resumed.global_step, resumed.epoch or 0.0)
 
 
+def stopping_summary(trainer, schedule: Schedule) -> dict[str, Any]:
+    """Where training stopped and why, and which checkpoint it kept (metrics/train.json `stopped`)."""
+    state = trainer.state
+    best = state.best_model_checkpoint
+    best_step = int(best.rsplit("-", 1)[-1]) if best else state.global_step
+    early = state.global_step < schedule.max_steps
+    return {
+        "reason": "patience" if early else "epochs",
+        "at_step": state.global_step,
+        "at_epoch": round(state.epoch or 0.0, 2),
+        "max_steps": schedule.max_steps,
+        "best_step": best_step,
+        "best_epoch": round(best_step / schedule.steps_per_epoch, 2),
+        "best_dev": state.best_metric,
+        "selection": schedule.selection,
+        "patience": schedule.patience,
+        "eval_steps": schedule.eval_steps,
+        "evaluations": sum(schedule.selection in entry for entry in state.log_history) if schedule.selection else 0,
+    }
+
+
 def training_summary(
-    trainer, outcome: TrainingOutcome, data: TrainingData, epochs: float, rotation: dict, dims, eval_cfg: EvalConfig
+    trainer, outcome: TrainingOutcome, data: TrainingData, schedule: Schedule, rotation: dict, dims, eval_cfg
 ) -> dict[str, Any]:
-    """metrics/train.json: data, runtime, steps, loss, speed, and the dev primary metric per epoch."""
+    """metrics/train.json: data, runtime, steps, loss, speed, where it stopped, and the dev curve."""
     log = trainer.state.log_history
-    # speed counts this process's work only: after a resume, the epochs and dev evaluations since the checkpoint
+    # speed counts this process's work only: after a resume, the steps and dev evaluations since the checkpoint
     eval_seconds = sum(entry.get("eval_runtime", 0.0) for entry in log if entry["step"] > outcome.resumed_step)
     metric = eval_cfg.primary_measure
+    trained_rows = data.total_rows * (trainer.state.global_step - outcome.resumed_step) / schedule.steps_per_epoch
     return {
         "train_pairs": len(data.pairs),
         "passage_pairs": len(data.datasets.get("passages", [])),
@@ -133,10 +177,8 @@ def training_summary(
         "train_seconds": round(outcome.seconds, 1),
         "dev_eval_seconds": round(eval_seconds, 1),
         "resumed_from_step": outcome.resumed_step,
-        # training only (the per-epoch dev evaluation excluded), all processes together
-        "pairs_per_second": round(
-            data.total_rows * (epochs - outcome.resumed_epoch) / (outcome.seconds - eval_seconds), 2
-        ),
-        f"best_dev_{metric}": trainer.state.best_metric,
-        f"dev_{metric}_by_epoch": dev_history(log, dims, eval_cfg),
+        # training only (the dev evaluations excluded), all processes together
+        "pairs_per_second": round(trained_rows / max(outcome.seconds - eval_seconds, 1e-9), 2),
+        "stopped": stopping_summary(trainer, schedule),
+        f"dev_{metric}_curve": dev_history(log, dims, eval_cfg),
     }

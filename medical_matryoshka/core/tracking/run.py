@@ -93,6 +93,13 @@ class StageRun:
         batch = [Metric(metric_name(k), float(v), now, step) for k, v in flat.items() if isinstance(v, int | float)]
         self._call("log_batch", self.parent_id if parent else self.run_id, metrics=batch)
 
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log nested values as the stage run's params under flattened names (what a stage chose from the data)."""
+        from mlflow.entities import Param
+
+        flat = flatten(params)
+        self._call("log_batch", self.run_id, params=[Param(k, str(v)[:6000]) for k, v in flat.items()])
+
     def set_tag(self, key: str, value: str, parent: bool = False) -> None:
         """Tag the stage's run or (`parent`) the parent's."""
         self._call("set_tag", self.parent_id if parent else self.run_id, key, value)

@@ -149,6 +149,8 @@ def data_config(path, **changes):
         source="file",
         path=str(path),
         watch=str(path),
+        test_path=None,
+        test_watch=str(path),
         files={},
         columns={"anchor": "claim", "positive": "passage", "negative": None},
         hf_split="train",

@@ -358,3 +358,46 @@ def test_a_link_under_raw_to_data_elsewhere_gets_advice_that_works(tmp_path, mon
     subprocess.run(advice, shell=True, check=True, cwd=tmp_path)  # the line the user is told to type works
     assert not (tmp_path / "data/raw/link.jsonl").is_symlink()
     require_tracked(cfg, "data/raw")
+
+
+def test_a_held_out_test_file_is_the_test_split_and_every_other_pair_trains(tmp_path):
+    rows = many_to_many_rows()[:-1]
+    train_file, test_file = tmp_path / "pairs.jsonl", tmp_path / "test.jsonl"
+    pd.DataFrame(rows[:15]).to_json(train_file, orient="records", lines=True)  # components 0-2
+    pd.DataFrame(rows[15:25]).to_json(test_file, orient="records", lines=True)  # components 3-4
+    cfg = data_config(train_file, test_path=str(test_file), dev_fraction=0.0)
+    source = load_source(cfg)
+    assert source.notes["test_rows_read"] == 10
+    records, info = assign_splits(source.records, cfg.dev_fraction, cfg.test_fraction, seed=42)
+    assert info["test"] == "official"
+    claims = records.drop_duplicates("doc_id")
+    assert sorted(claims.loc[claims["split"] == "test", "anchor"]) == sorted({r["claim"] for r in rows[15:25]})
+    assert (claims["split"] == "train").sum() == len({r["claim"] for r in rows[:15]})  # all of them train
+    test_set = retrieval_set(records, "test", ("train", "dev", "test"))
+    assert len(test_set["corpus"]) == len({r["passage"] for r in rows[:25]})  # searched over both files' passages
+
+    leaked = tmp_path / "leaky.jsonl"
+    pd.DataFrame([*rows[15:25], rows[0]]).to_json(leaked, orient="records", lines=True)  # a training claim
+    records, _ = assign_splits(load_source(data_config(train_file, test_path=str(leaked))).records, 0.0, 0.2, 42)
+    with pytest.raises(PipelineError, match=r"1 test query also in the train/dev data.*data.test_path: their rows"):
+        check_leakage(records, boilerplate_max_words=4, shared_passages="report")
+    dropped = check_leakage(records, boilerplate_max_words=4, shared_passages="report", leaked_queries="drop")
+    assert len(dropped.dropped_queries) == 1
+
+
+def test_a_held_out_test_file_must_be_watched_and_of_a_pairs_source(tmp_path):
+    from medical_matryoshka.data.sources import require_tracked
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "pairs.jsonl").write_text("{}\n")
+    cfg = data_config(raw / "pairs.jsonl", test_path=str(raw / "test.jsonl"))
+    with pytest.raises(
+        PipelineError, match=r"is not what DVC watches for prepare .* add -S data.test_watch=.*test.jsonl"
+    ):
+        require_tracked(cfg, str(raw))
+    require_tracked(data_config(raw / "pairs.jsonl", test_path=str(raw / "test.jsonl"), test_watch=str(raw)), str(raw))
+    with pytest.raises(PipelineError, match=r"data.test_path .* is outside .*raw/"):
+        require_tracked(data_config(raw / "pairs.jsonl", test_path=str(tmp_path / "t.jsonl")), str(raw))
+    with pytest.raises(PipelineError, match=r"data.test_path is for a pairs file \(data.source file\), not beir"):
+        require_tracked(data_config(raw, source="beir", test_path=str(raw / "test.jsonl")), str(raw))

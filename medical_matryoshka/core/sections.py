@@ -61,6 +61,8 @@ class DataConfig:
     source: str  # checked against the loaders registered in data/sources.py when the data is loaded
     path: str
     watch: str
+    test_path: str | None
+    test_watch: str
     files: dict[str, Any]
     columns: dict[str, Any]
     hf_split: str

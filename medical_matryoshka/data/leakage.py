@@ -71,7 +71,8 @@ def check_leakage(
         raise PipelineError(
             f"test data leaks into train/dev: {_plural(len(query_leaks), 'test query', 'test queries')} also in the "
             f"train/dev data, e.g. {_examples(query_leaks)}; the test queries must be unseen: remove them from the "
-            "training part of the source (a BEIR set: their lines in qrels/train.tsv), or drop the train/dev "
+            "training part of the source (a BEIR set: their lines in qrels/train.tsv; a pairs file with "
+            "data.test_path: their rows in data.path), or drop the train/dev "
             "queries that repeat one with -S data.leaked_queries=drop"
         )
     if passage_leaks and shared_passages == "fail":

@@ -257,17 +257,29 @@ def _reader_errors_unlogged(fmt: str):
 
 
 def load_pairs_file(cfg: DataConfig) -> SourceData:
-    """A local jsonl/csv/parquet file of pairs, read with `datasets`."""
+    """A local jsonl/csv/parquet file of pairs, read with `datasets`; with data.test_path, a second file of the
+    same shape is the test split (official: everything else trains, less dev) and its claims get ids of their own,
+    so a claim in both files is a leak that prepare's leakage check stops (or drops: data.leaked_queries)."""
+    data = read_pairs_file(cfg, Path(cfg.path), "data.path")
+    if not cfg.test_path:
+        return data
+    test = read_pairs_file(cfg, Path(cfg.test_path), "data.test_path")
+    held_out = test.records.assign(doc_id="test:" + test.records["doc_id"], split="test")
+    notes = {**data.notes, **{f"test_{k}": v for k, v in test.notes.items()}}
+    return SourceData(pd.concat([data.records, held_out], ignore_index=True), notes=notes)
+
+
+def read_pairs_file(cfg: DataConfig, path: Path, key: str) -> SourceData:
+    """One pairs file (`key` names the setting that points at it)."""
     from datasets import load_dataset
 
-    path = Path(cfg.path)
     fmt = FILE_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise PipelineError(f"data.path {path} must end in one of {', '.join(FILE_FORMATS)}")
+        raise PipelineError(f"{key} {path} must end in one of {', '.join(FILE_FORMATS)}")
     if not path.is_file():
-        raise PipelineError(f"data file {path} does not exist; put your pairs there or set data.path")
+        raise PipelineError(f"data file {path} does not exist; put your pairs there or set {key}")
     if path.stat().st_size == 0:
-        raise PipelineError(f"data file {path} is empty (0 bytes); write your pairs into it or set data.path")
+        raise PipelineError(f"data file {path} is empty (0 bytes); write your pairs into it or set {key}")
     if fmt != "parquet":
         require_utf8(path)
     if path.suffix.lower() == ".jsonl":
@@ -338,6 +350,8 @@ def require_tracked(cfg: DataConfig, raw: str) -> None:
             f"data.path {cfg.path} is outside {raw}/, the folder DVC tracks for prepare, so a change to it would "
             f"go unseen; copy it there (cp {cfg.path} {raw}/{name}) and use -S data.path={raw}/{name}"
         )
+    if cfg.test_path:
+        require_held_out_tracked(cfg, raw)
     if not Path(cfg.path).resolve().is_relative_to(Path(cfg.watch).resolve()):
         raise PipelineError(
             f"data.watch {cfg.watch} does not hold data.path {cfg.path}, so DVC would not rerun prepare when the "
@@ -363,6 +377,27 @@ def check_path_kind(cfg: DataConfig) -> None:
         raise PipelineError(
             f"data.path {cfg.path} is a folder, but the data profile reads one pairs file (jsonl, csv or parquet); for "
             f"a BEIR folder (corpus.jsonl, queries.jsonl, qrels/) use dvc exp run -S data=beir -S data.path={cfg.path}"
+        )
+
+
+def require_held_out_tracked(cfg: DataConfig, raw: str) -> None:
+    """data.test_path: a pairs source's, under paths.raw, and watched by DVC (data.test_watch) like data.path."""
+    if cfg.source != "file":
+        raise PipelineError(
+            f"data.test_path is for a pairs file (data.source file), not {cfg.source}: a BEIR folder names its test "
+            "split in qrels/test.tsv, PubMedQA has its official one; remove -S data.test_path"
+        )
+    test = Path(cfg.test_path)
+    if not test.resolve().is_relative_to(Path(raw).resolve()):
+        raise PipelineError(
+            f"data.test_path {test} is outside {raw}/, the folder DVC tracks for prepare; copy it there (cp {test} "
+            f"{raw}/{test.name}) and use -S data.test_path={raw}/{test.name} -S data.test_watch={raw}/{test.name}"
+        )
+    watched = [Path(w).resolve() for w in (cfg.watch, cfg.test_watch)]
+    if not any(test.resolve().is_relative_to(w) for w in watched):
+        raise PipelineError(
+            f"data.test_path {test} is not what DVC watches for prepare (data.watch {cfg.watch}, data.test_watch "
+            f"{cfg.test_watch}), so a change to it would not rerun prepare; add -S data.test_watch={test}"
         )
 
 

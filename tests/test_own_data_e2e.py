@@ -105,3 +105,39 @@ def test_long_passages_set_the_length_and_prepare_says_what_it_cuts(own_repo):
     finally:
         (own_repo / "data/raw/long.jsonl").unlink()
         run(["git", "checkout", "--", "params.yaml", "dvc.lock", "metrics/"], own_repo)
+
+
+def test_a_queued_experiment_on_own_data_runs_once_the_data_is_dvc_added(own_repo):
+    """docs/own-data.md: queued experiments run in a temporary copy holding what git and DVC track, so the
+    pairs file is `dvc add`ed (and its .dvc file committed) first; then `dvc queue start` runs it to the end."""
+    import subprocess
+    import time
+
+    from tests.repos import experiments
+
+    rows = many_to_many_rows()
+    pd.DataFrame(rows).to_json(own_repo / "data/raw/queued.jsonl", orient="records", lines=True)
+    run(["dvc", "add", "data/raw/queued.jsonl"], own_repo)
+    run(["git", "add", "data/raw/queued.jsonl.dvc", "data/raw/.gitignore"], own_repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "queued pairs"], own_repo)
+    own = [
+        "data=pairs",
+        "data.path=data/raw/queued.jsonl",
+        "data.columns.anchor=claim",
+        "data.columns.positive=passage",
+    ]
+    run(["dvc", "exp", "run", "--queue", "-n", "queued-own", *(f"-S{o}" for o in own)], own_repo)
+
+    subprocess.run(["dvc", "queue", "start", "-j", "1"], cwd=own_repo, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            status = run(["dvc", "queue", "status"], own_repo).stdout
+            if "Success" in status or "Failed" in status:
+                break
+            time.sleep(3)
+        assert "Success" in status, status + run(["dvc", "queue", "logs", "queued-own"], own_repo, check=False).stdout
+        assert experiments(own_repo)["queued-own"]["path"] == "data/raw/queued.jsonl"
+    finally:
+        run(["dvc", "queue", "stop", "--kill"], own_repo, check=False)

@@ -49,9 +49,15 @@ def test_repro_runs_every_stage_offline(clone, first_repro):
     assert list(base) == ["dim_384", "dim_256", "dim_128", "dim_64", "dim_32"]
     for metrics in base.values():
         assert len(metrics) == 15 and 0 < metrics["cosine_ndcg@10"] <= 1
-    assert sorted(p.name for p in (clone / "data/prepared").iterdir()) == ["dev.json", "test.json", "train.parquet"]
+    names = ["dev.json", "lengths.json", "test.json", "train.parquet"]
+    assert sorted(p.name for p in (clone / "data/prepared").iterdir()) == names
     shown = first_repro.stdout + first_repro.stderr
-    assert re.search(r"epoch 1  dev  dim   32  ndcg@10 0\.\d{4}  mrr@10", shown)  # one short line per dim
+    # one line a dev evaluation: the mean over the dims and each dim's
+    assert re.search(
+        r"step \d+ \(epoch 0\.\d\d\)  dev ndcg@10  mean 0\.\d{4} \|  384 0\.\d{4}  .*  32 0\.\d{4}\n", shown
+    )
+    assert re.search(r"max_seq_length \d+ \(auto: 95% of the texts fit in \d+ tokens", shown)  # prepare's choice
+    assert "training plan, from the data:" in shown and "batches: relevance-aware" in shown
     assert "eval_dev_dim" not in shown  # not the trainer's dictionary of every dev metric
     assert re.search(r"test corpus \(\d+\): encoded in \d+\.\d s", shown)  # named passes, one line each in a log
     assert "\r" not in shown and "it/s]" not in shown  # no redrawn progress bars when output is not a terminal
@@ -72,8 +78,11 @@ def test_train_and_evaluate_outputs(clone, first_repro):
 
     train = json.loads((clone / "metrics/train.json").read_text())
     params = yaml.safe_load((clone / "params.yaml").read_text())
-    assert train["optimizer_steps"] == optimizer_steps(train["train_pairs"], read_section(TrainConfig, params)) > 0
-    assert [row["epoch"] for row in train["dev_ndcg@10_by_epoch"]] == [1.0]
+    max_steps = optimizer_steps(train["train_pairs"], read_section(TrainConfig, params))
+    assert train["stopped"]["max_steps"] == max_steps >= train["optimizer_steps"] > 0
+    curve = train["dev_ndcg@10_curve"]  # evaluated 4 times an epoch, or every step of a shorter one
+    assert len(curve) == train["stopped"]["evaluations"] >= 2 and curve[-1]["step"] == train["optimizer_steps"]
+    assert train["batches"]["relevance_aware"]["query_to_doc"] == 0
     result = json.loads((clone / "metrics/eval.json").read_text())
     assert set(result) == {"base", "finetuned", "change"}
     for dim in ("dim_384", "dim_32"):
@@ -123,7 +132,8 @@ def test_train_runs_as_two_ddp_processes_under_torchrun(clone, first_repro, tmp_
     train = json.loads((ddp / "metrics/train.json").read_text())
     n_pairs = train["train_pairs"]
     assert train["processes"] == 2
-    assert train["optimizer_steps"] == optimizer_steps(n_pairs, read_section(TrainConfig, params), processes=2) > 0
+    max_steps = optimizer_steps(n_pairs, read_section(TrainConfig, params), processes=2)
+    assert train["stopped"]["max_steps"] == max_steps >= train["optimizer_steps"] > 0
     assert (ddp / "models/finetuned/model.safetensors").is_file()
     single = json.loads((clone / "metrics/eval.json").read_text())["finetuned"]
     multi = json.loads((ddp / "metrics/eval.json").read_text())["finetuned"]
@@ -156,11 +166,8 @@ def test_passage_pairs_train_as_a_second_data_set(clone, first_repro, tmp_path):
     assert train["passage_pairs"] == len(expected) > 0
     assert f"and {len(expected)} passage pairs" in out.stdout
     sizes = [train["train_pairs"], train["passage_pairs"]]
-    assert (
-        train["optimizer_steps"]
-        == optimizer_steps(sizes, read_section(TrainConfig, params))
-        > optimizer_steps(sizes[0], read_section(TrainConfig, params))
-    )
+    cfg = read_section(TrainConfig, params)
+    assert train["stopped"]["max_steps"] == optimizer_steps(sizes, cfg) > optimizer_steps(sizes[0], cfg)
     assert (work / "models/finetuned/model.safetensors").is_file()
 
 

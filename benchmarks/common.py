@@ -68,7 +68,9 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -
 
 
 def eval_setup(test_file: str | Path | None = None):
-    """(model config, eval config, paths, test retrieval set) of the checkout's params.yaml."""
+    """(model config at the length prepare chose, eval config, paths, test retrieval set) of the checkout's
+    params.yaml."""
+    from medical_matryoshka.core.models import with_prepared_length
     from medical_matryoshka.core.params import load_params
     from medical_matryoshka.core.sections import EvalConfig, ModelConfig, PathsConfig, read_section
     from medical_matryoshka.retrieval.scoring import load_retrieval_set
@@ -76,7 +78,8 @@ def eval_setup(test_file: str | Path | None = None):
     params = load_params()
     paths = read_section(PathsConfig, params, "paths")
     rs = load_retrieval_set(test_file or paths.prepared_test)
-    return read_section(ModelConfig, params, "model"), read_section(EvalConfig, params, "eval"), paths, rs
+    model = with_prepared_length(read_section(ModelConfig, params, "model"), paths)
+    return model, read_section(EvalConfig, params, "eval"), paths, rs
 
 
 def isolated_stage_run(tmp: Path, root: Path, params: dict, inputs: set[str]) -> tuple[Path, dict[str, str]]:

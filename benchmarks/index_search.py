@@ -32,6 +32,7 @@ import numpy as np
 
 from benchmarks.common import banner
 from medical_matryoshka.core.errors import PipelineError, run_main
+from medical_matryoshka.core.models import with_prepared_length
 from medical_matryoshka.core.params import load_params
 from medical_matryoshka.core.sections import ModelConfig, PathsConfig, read_section
 
@@ -46,7 +47,8 @@ def component_stats(model_dir: str, train_file: Path, batch_size: int = 64) -> t
     from medical_matryoshka.retrieval.scoring import load_calibration_texts
 
     params = load_params()
-    model_cfg = read_section(ModelConfig, params, "model")
+    paths = read_section(PathsConfig, params, "paths")
+    model_cfg = with_prepared_length(read_section(ModelConfig, params, "model"), paths)
     model = load_model(model_cfg.at(model_dir))
     emb = calibration_embeddings(model, load_calibration_texts(train_file), batch_size).float().cpu().numpy()
     return emb.mean(axis=0), emb.std(axis=0)

@@ -76,7 +76,8 @@ def main() -> None:
     else:
         name = m["name"]
     model = SentenceTransformer(name)
-    model.max_seq_length = m["max_seq_length"]
+    with open(f"{paths['prepared']}/{paths['lengths_file']}", encoding="utf-8") as f:
+        model.max_seq_length = json.load(f)["max_seq_length"]  # the length prepare chose, as the stage reads texts
 
     rows = pd.read_parquet(args.train_file or f"{paths['pairs']}/{paths['train_file']}")
     rows = rows[[c for c in rows.columns if c in ("anchor", "positive") or c.startswith("negative_")]]

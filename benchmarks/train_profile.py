@@ -47,15 +47,19 @@ def profile_steps(params: dict, warmup: int, steps: int):
     import torch
     from transformers import TrainerCallback
 
+    from medical_matryoshka.core.models import with_prepared_length
     from medical_matryoshka.core.sections import EvalConfig, ModelConfig, PathsConfig, TrainConfig, read_section
+    from medical_matryoshka.training.arguments import make_schedule
     from medical_matryoshka.training.data import read_training_data
     from medical_matryoshka.training.runtime import machine_precision
     from medical_matryoshka.training.trainer import base_model, build_trainer
 
     cfg = read_section(TrainConfig, params)
-    model_cfg, eval_cfg = read_section(ModelConfig, params, "model"), read_section(EvalConfig, params, "eval")
-    data = read_training_data(read_section(PathsConfig, params, "paths"), cfg)
+    paths, eval_cfg = read_section(PathsConfig, params, "paths"), read_section(EvalConfig, params, "eval")
+    model_cfg = with_prepared_length(read_section(ModelConfig, params, "model"), paths)
+    data = read_training_data(paths, cfg)
     model, _ = base_model(model_cfg, [], eval_cfg.batch_size)
+    schedule = make_schedule([len(rows) for rows in data.datasets.values()], cfg, 1, None)  # no dev evaluation
 
     class Profile(TrainerCallback):
         def __init__(self) -> None:
@@ -75,7 +79,7 @@ def profile_steps(params: dict, warmup: int, steps: int):
                 control.should_training_stop = True
 
     with tempfile.TemporaryDirectory(prefix="profile-") as tmp:
-        trainer = build_trainer(model, data, None, cfg, model_cfg.dims, eval_cfg, Path(tmp), None)
+        trainer = build_trainer(model, data, None, cfg, schedule, model_cfg.dims, eval_cfg, Path(tmp), None)
         trainer.args.save_strategy = "no"
         callback = Profile()
         trainer.add_callback(callback)

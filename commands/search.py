@@ -11,7 +11,8 @@ in --storage ($OPTUNA_STORAGE, else sqlite:///optuna.db here): start a worker wi
 on every machine (one per clone) and they share its trials until `trials` have been taken. With two objectives
 (NDCG@10 at the full and at the smallest dim) it ends with the Pareto front: the recipes no other beats at
 both. A failed trial is marked FAIL and the search goes on; a worker stopped with Ctrl-C or SIGTERM marks its
-trial FAIL; one that dies outright is marked FAIL by another worker once its heartbeat is 90 s stale.
+trial FAIL (COMPLETE if its dvc exp run had already finished) and exits; one that dies outright is marked FAIL
+by another worker once its heartbeat is 90 s stale.
 """
 
 from __future__ import annotations

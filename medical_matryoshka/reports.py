@@ -51,7 +51,7 @@ def length_summary(lengths: dict, details: str) -> list[str]:
         how = f"auto: {lengths['coverage']:.0%} of the texts fit in {lengths['needed_for_coverage']} tokens"
         how += ", capped at the model's own length" if length < lengths["needed_for_coverage"] else ", rounded up to 32"
     else:
-        how = "fixed (model.max_seq_length)"
+        how = "fixed: model.max_seq_length"
 
     def cut(kind: str) -> str:
         s = lengths[kind]

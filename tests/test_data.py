@@ -227,7 +227,7 @@ def test_a_fixed_length_that_cuts_more_than_the_coverage_says_so_with_the_fix():
     limits = ModelLimits(trained=256, positions=512)
     passages, queries = np.concatenate([np.full(60, 80), np.full(40, 300)]), np.full(20, 20)
     cut = length_summary(resolve_length(100, 0.95, passages, queries, limits, "m"), "metrics/data.json")
-    assert cut[0].startswith("max_seq_length 100 (fixed (model.max_seq_length)): cuts 40% of 100 passages (p50 80")
+    assert cut[0].startswith("max_seq_length 100 (fixed: model.max_seq_length): cuts 40% of 100 passages (p50 80")
     assert cut[1] == (
         "warning: model.max_seq_length 100 cuts 40% of the passages (p95 300 tokens, longest 300), more than "
         "model.length_coverage 0.95 allows; -S model.max_seq_length=auto reads them at 256"

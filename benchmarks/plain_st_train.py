@@ -102,7 +102,8 @@ def main() -> None:
         learning_rate=float(p["lr"]),
         lr_scheduler_type=p["scheduler"],
         warmup_steps=p["warmup_ratio"],
-        batch_sampler=t["batch_sampler"],
+        # the stock sampler: relevance-aware batches are this project's, not the library's
+        batch_sampler="no_duplicates" if t["batch_sampler"] == "relevance_aware" else t["batch_sampler"],
         seed=p["seed"],
         bf16=args.precision == "bf16",
         use_cpu=not torch.cuda.is_available(),

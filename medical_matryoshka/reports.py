@@ -147,11 +147,14 @@ def batch_line(plan: dict) -> str:
         names = {"query_to_doc": "claim-passage", "query_to_query": "claim-claim", "doc_to_doc": "passage-passage"}
         return ", ".join(f"{counts[k]} {name}" for k, name in names.items() if k in counts) or "0"
 
+    def rows(counts: dict) -> str:
+        return f"{counts['rows']} of {counts['rows_in_all']} pairs"
+
     if plan["batch_sampler"] != "relevance_aware":
-        return f"{plan['batch_sampler']}: in-batch false negatives in the first epoch: {kinds(stock)}"
+        return f"{plan['batch_sampler']}: first epoch {rows(stock)}, in-batch false negatives {kinds(stock)}"
     return (
-        f"relevance-aware: in-batch false negatives in the first epoch {kinds(ours)} (the stock no_duplicates sampler: "
-        f"{kinds(stock)})"
+        f"relevance-aware: first epoch {rows(ours)}, in-batch false negatives {kinds(ours)} (the stock no_duplicates "
+        f"sampler: {rows(stock)}, {kinds(stock)})"
     )
 
 

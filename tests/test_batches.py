@@ -75,7 +75,7 @@ def test_on_heavy_many_to_many_data_the_stock_sampler_lets_false_negatives_throu
         assert counts["no_duplicates"]["query_to_doc"] > 0  # a claim meets a passage relevant to it
         assert counts["relevance_aware"]["query_to_doc"] == 0  # never with ours
         assert counts["relevance_aware"]["batches"] == 5  # ceil(80 / 17), as the trainer's schedule counts
-        assert counts["relevance_aware"]["rows"] == 80
+        assert counts["relevance_aware"]["rows"] == counts["relevance_aware"]["rows_in_all"] == 80
         stock, ours = stock + counts["no_duplicates"]["total"], ours + counts["relevance_aware"]["total"]
     # claim-claim and passage-passage pairs that share a relevant text: 3-claim chains over 5 batches leave the
     # dealing no room now and then; it waives those rules for a row rather than leave it out of the epoch
@@ -92,7 +92,7 @@ def test_every_row_trains_once_an_epoch_in_the_trainers_batch_count(heavy):
         batches = list(sampler)
         assert len(batches) == len(sampler) == 5
         assert sorted(i for b in batches for i in b) == list(range(len(heavy))) and sampler.rows_deferred == 0
-        assert batch_report(batches, rows_of(dataset.to_dict()), graph, FOUR).get("query_to_doc", 0) == 0
+        assert batch_report(batches, rows_of(dataset.to_dict()), graph, FOUR, 5).get("query_to_doc", 0) == 0
         orders.append(batches)
     assert orders[0] != orders[1]  # reshuffled each epoch, seeded
     sampler.set_epoch(0)

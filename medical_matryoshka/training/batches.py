@@ -303,32 +303,36 @@ def stock_batches(dataset, batch_size: int, seed: int) -> list[list[int]]:
     return [list(b) for b in sampler]
 
 
-def batch_report(batches: Sequence[Sequence[int]], rows: Sequence[Row], graph, directions) -> dict[str, int]:
-    """False negatives over all `batches` by kind, their total, how many batches and rows, the smallest batch.
-    (The stock sampler may yield more batches than its len(); the trainer takes len() of them an epoch.)"""
+def batch_report(batches: Sequence[Sequence[int]], rows: Sequence[Row], graph, directions, taken: int) -> dict:
+    """False negatives by kind and their total, over the `taken` batches the trainer takes an epoch (the stock
+    sampler may yield more than its len(): the trainer never sees those), and how many rows those hold."""
+    used = list(batches[:taken])
     found: Counter[str] = Counter()
-    for batch in batches:
+    for batch in used:
         found.update(false_negatives([rows[i] for i in batch], graph, directions))
-    sizes = np.array([len(b) for b in batches]) if batches else np.zeros(1, dtype=int)
+    sizes = np.array([len(b) for b in used]) if used else np.zeros(1, dtype=int)
     return {
         **{k: int(v) for k, v in found.items()},
         "total": int(sum(found.values())),
-        "batches": len(batches),
+        "batches": len(used),
+        "batches_made": len(batches),
         "rows": int(sizes.sum()),
+        "rows_in_all": len(rows),
         "smallest_batch": int(sizes.min()),
     }
 
 
 def compare_samplers(pairs: pd.DataFrame, graph: RelevanceGraph, batch_size: int, seed: int, directions) -> dict:
-    """The first epoch's in-batch false negatives under the stock NO_DUPLICATES sampler and under the
-    relevance-aware one, on the same rows, batch size and seed (metrics/train.json `batches`)."""
+    """The first epoch under the stock NO_DUPLICATES sampler and under the relevance-aware one, on the same rows,
+    batch size and seed (metrics/train.json `batches`): in-batch false negatives, and the rows the trainer's
+    len() batches hold (rows that clash with every batch wait for a later epoch under both)."""
     from datasets import Dataset
 
     dataset = Dataset.from_pandas(pairs, preserve_index=False)
     ours = RelevanceAwareBatchSampler(dataset, batch_size, False, graph, directions, generator=torch.Generator(),
                                       seed=seed)  # fmt: skip
-    rows = ours.rows
+    rows, taken = ours.rows, len(ours)
     return {
-        "no_duplicates": batch_report(stock_batches(dataset, batch_size, seed), rows, graph, directions),
-        "relevance_aware": batch_report(ours.epoch_batches(), rows, graph, directions),
+        "no_duplicates": batch_report(stock_batches(dataset, batch_size, seed), rows, graph, directions, taken),
+        "relevance_aware": batch_report(ours.epoch_batches(), rows, graph, directions, taken),
     }

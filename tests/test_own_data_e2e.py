@@ -5,6 +5,7 @@ guards pass, on a few dozen texts: seconds a stage)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -63,6 +64,9 @@ def test_exp_run_on_many_to_many_pairs_with_given_negatives(own_repo):
     for stage in STAGES:
         assert f"Running stage '{stage}'" in result.stdout
     assert "split: test component, dev component (10 components" in result.stdout
+    assert re.search(
+        r"\n\d+ training pairs from \d+ claims; dev \d+ and test \d+ claims over 30 corpus passages\n", result.stdout
+    )
     data = json.loads((own_repo / "metrics/data.json").read_text())
     assert data["source"] == {"rows_read": 51, "rows_collapsed": 1}
     assert data["rows"]["corpus_passages"] == 30 and data["split"]["shared_test_passages"] == 0

@@ -484,3 +484,38 @@ def test_the_active_clock_leaves_out_a_stop(tmp_path):
     seconds = float(proc.stdout.readline())
     proc.wait(timeout=30)
     assert 1.0 <= seconds <= 3.5, seconds  # ~2 s of running (6 s of wall time, 4 s of it stopped)
+
+
+def test_the_plan_says_what_was_chosen_and_a_batch_larger_than_the_data():
+    from medical_matryoshka.reports import plan_report, stopping_report
+
+    counts = {"query_to_doc": 0, "query_to_query": 0, "doc_to_doc": 0, "total": 0, "rows": 35, "rows_in_all": 35}
+    stock = {**counts, "query_to_doc": 4, "total": 4, "rows": 33}
+    plan = {
+        "max_seq_length": 224, "max_seq_length_setting": "auto", "passages_cut": 0.046, "pairs": 35,
+        "passage_pairs": 0, "batch_size": 35, "batch_size_asked": 128, "processes": 1, "steps_per_epoch": 1,
+        "max_epochs": 3.0, "max_steps": 3, "dev_queries": 5, "eval_steps": 1, "patience": 2, "select_by": "mean",
+        "batch_sampler": "relevance_aware", "batches": {"no_duplicates": stock, "relevance_aware": counts},
+    }  # fmt: skip
+    lines = plan_report(plan, {}, None)
+    assert lines[1] == "  texts read at 224 tokens (model.max_seq_length auto; 5% of the passages are longer)"
+    assert lines[2] == (
+        "  35 pairs, batch 35 (batch_size 128 is more than the 35 pairs: one batch holds them all): 1 optimizer steps "
+        "an epoch, at most 3 epochs (3 steps)"
+    )
+    assert lines[3] == (
+        "  dev (5 claims) every step: keeps the best dev NDCG@10 (mean over the dims), stops after 2 evaluations "
+        "without a better one"
+    )
+    assert lines[4] == (
+        "  batches: relevance-aware: first epoch 35 of 35 pairs, in-batch false negatives 0 claim-passage, 0 "
+        "claim-claim, 0 passage-passage (the stock no_duplicates sampler: 33 of 35 pairs, 4 claim-passage, 0 "
+        "claim-claim, 0 passage-passage)"
+    )
+    stopped = {"at_step": 12, "max_steps": 21, "at_epoch": 1.71, "evaluations": 6, "reason": "patience",
+               "patience": 2, "best_dev": 0.8269, "best_step": 6, "best_epoch": 0.86,
+               "selection": "eval_dev_mean_cosine_ndcg@10"}  # fmt: skip
+    assert stopping_report(stopped, "ndcg@10") == (
+        "stopped at step 12 of 21 (epoch 1.71): the dev score had not improved for 2 evaluations; kept step 6 "
+        "(epoch 0.86), dev ndcg@10 0.8269 (mean_cosine_ndcg@10) after 6 evaluations"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Callable, Iterator, Mapping
@@ -47,6 +48,9 @@ def _open_runs(stage: str, params: Mapping[str, Any], experiment: str, all_param
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
+    # a new SQLite store announces its table set-up at INFO ("Creating initial MLflow database tables..."):
+    # the store's business, not the stage's line
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else _create_experiment(client, experiment, uri)

@@ -35,6 +35,7 @@ def main(stage: StageConfig) -> None:
         source.records, data.dev_fraction, data.test_fraction, stage.seed(), data.max_docs, data.split_by,
         data.boilerplate_max_words,
     )  # fmt: skip
+    capped = records["doc_id"].nunique() < source.records["doc_id"].nunique()  # data.max_docs left claims out
     split["shared_passages"] = shared_passage_rule(data.shared_passages, split)
     leaks = check_leakage(records, data.boilerplate_max_words, split["shared_passages"], data.leaked_queries)
     records = records[~records["doc_id"].isin(leaks.dropped_queries)]
@@ -42,7 +43,7 @@ def main(stage: StageConfig) -> None:
     pairs = train_pairs(records, exclude=leaks.exclude)
     sets = {"dev": retrieval_set(records, "dev", ("train", "dev"))}
     sets["test"] = retrieval_set(records, "test", ("train", "dev", "test"), source.corpus)
-    require_searchable(sets["test"], records["doc_id"].nunique(), data, split["test"] == "official")
+    require_searchable(sets["test"], records["doc_id"].nunique(), data, split["test"] == "official", capped)
     passages = list(dict.fromkeys([*sets["test"]["corpus"].values(), *pairs["positive"]]))
     queries = list(dict.fromkeys(records["anchor"]))
     lengths = resolve_length(

@@ -318,8 +318,8 @@ def test_sigterm_to_dvc_stops_the_trainer_and_a_torn_checkpoint_does_not_block(r
 
 
 def test_a_killed_own_data_training_resumes_to_the_model_an_unbroken_run_makes(repo):
-    """A pairs file (many-to-many claims and passages): `train` killed after its first checkpoint, then `dvc repro`,
-    resumes there and ends with the model the same run makes unbroken."""
+    """A pairs file (many-to-many claims and passages): its first `dvc repro` killed in `train` after the first
+    checkpoint, then `dvc repro` again, resumes there and ends with the model the same run makes unbroken."""
     from sentence_transformers import SentenceTransformer
 
     from tests.conftest import many_to_many_rows
@@ -328,19 +328,15 @@ def test_a_killed_own_data_training_resumes_to_the_model_an_unbroken_run_makes(r
     own = ["data=pairs", "data.path=data/raw/own.jsonl", "data.columns.anchor=claim", "data.columns.positive=passage"]
     run(["python", "-m", "commands.compose_params", *own, "epochs=3", "train.patience=null"], repo)
     texts = [r["claim"] for r in ROWS[:4]] + [r["passage"] for r in ROWS[:4]]
+    pattern = ".cache/checkpoints/*/checkpoint-*/checkpoint_complete.json"
+    earlier = set(repo.glob(pattern))  # other cases' killed runs leave theirs (kept for resuming)
     try:
-        run(["dvc", "repro"], repo)
-        unbroken = SentenceTransformer(str(repo / "models/finetuned"), device="cpu").encode(texts)
-        steps = json.loads((repo / "metrics/train.json").read_text())["optimizer_steps"]
-
         log = repo.parent / "own-kill.log"
         with log.open("w") as out:
-            dvc = subprocess.Popen(["dvc", "repro", "-f", "-s", "train"], cwd=repo, env=clean_env(), stdout=out,
-                                   stderr=subprocess.STDOUT)  # fmt: skip
+            dvc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not list(
-            repo.glob(".cache/checkpoints/*/checkpoint-*/checkpoint_complete.json")
-        ):
+        while time.monotonic() < deadline and not set(repo.glob(pattern)) - earlier:
+            assert dvc.poll() is None, log.read_text()
             time.sleep(0.1)
         trainers = trainers_in(repo)
         for pid in trainers:  # held after its first checkpoint, so it cannot finish before the kill lands
@@ -354,9 +350,14 @@ def test_a_killed_own_data_training_resumes_to_the_model_an_unbroken_run_makes(r
         result = run(["dvc", "repro"], repo)
         assert "resuming from .cache/checkpoints/" in result.stdout, result.stdout
         train = json.loads((repo / "metrics/train.json").read_text())
-        assert 0 < train["resumed_from_step"] < steps == train["optimizer_steps"]
         resumed = SentenceTransformer(str(repo / "models/finetuned"), device="cpu").encode(texts)
-        assert abs(resumed - unbroken).max() < 1e-4  # the same model, whether or not it was killed on the way
+
+        run(["dvc", "repro", "-f", "-s", "train"], repo)  # the same run unbroken (a finished run's checkpoints go)
+        unbroken = json.loads((repo / "metrics/train.json").read_text())
+        assert "resumed_from_step" not in unbroken or not unbroken["resumed_from_step"]
+        assert 0 < train["resumed_from_step"] < train["optimizer_steps"] == unbroken["optimizer_steps"]
+        expected = SentenceTransformer(str(repo / "models/finetuned"), device="cpu").encode(texts)
+        assert abs(resumed - expected).max() < 1e-4  # the same model, whether or not it was killed on the way
     finally:
         (repo / "data/raw/own.jsonl").unlink(missing_ok=True)
     restore_and_check(repo)

@@ -290,6 +290,9 @@ def test_a_test_split_too_small_to_measure_says_what_would_work(tmp_path):
     with pytest.raises(PipelineError, match=r"has 2 claim\(s\) over 1 passage\(s\), 9 claim\(s\) in all: .* needs "
                        r"more than 10 passages to search \(add passages\)$"):  # fmt: skip
         require_searchable(one, 9, data, official=False)
+    capped = data_config(tmp_path / "pairs.jsonl", test_fraction=0.2, max_docs=1)
+    with pytest.raises(PipelineError, match=r"\(add passages or raise data.max_docs \(1\)\)$"):  # it left claims out
+        require_searchable(one, 9, capped, official=False, capped=True)
     eleven = {**one, "corpus": {f"p{i}": "x" for i in range(11)}}
     require_searchable(eleven, 9, data, official=False)  # more passages than the top-10 cut-off: measurable
     # 5 claims at test_fraction 0.2 give 1 test claim: a larger fraction or a 6th claim would (not max_docs)

@@ -290,9 +290,15 @@ def test_mlflow_holds_a_parent_with_a_nested_run_per_stage(clone, first_repro):
     curve = client.get_metric_history(parent.info.run_id, "train.loss")
     assert len(curve) == len(client.get_metric_history(children["train"].info.run_id, "loss")) > 1
     assert children["baseline"].data.params["model.dims"] == "[384, 256, 128, 64, 32]"
-    for name, child in children.items():  # each stage logs exactly the params dvc.yaml declares for it
+    for name, child in children.items():  # each stage logs exactly the params dvc.yaml declares for it...
         declared = flatten(StageConfig.load(name, clone / "params.yaml", clone / "dvc.yaml", begin=False).params)
-        assert child.data.params == {k: str(v) for k, v in declared.items()}, name
+        logged = {k: v for k, v in child.data.params.items() if not k.startswith("chosen.")}
+        assert logged == {k: str(v) for k, v in declared.items()}, name
+    chosen = {k: v for k, v in children["train"].data.params.items() if k.startswith("chosen.")}
+    lengths = json.loads((clone / "data/prepared/lengths.json").read_text())
+    assert chosen["chosen.max_seq_length"] == str(lengths["max_seq_length"])  # ...and train what it chose from the data
+    assert chosen["chosen.max_seq_length_setting"] == "auto" and int(chosen["chosen.steps_per_epoch"]) > 0
+    assert not any(k.startswith("chosen.") for c in children.values() if c is not children["train"] for k in c.data.params)
     assert "tokens.anchor.mean" in children["prepare"].data.metrics
 
 
@@ -332,6 +338,7 @@ def test_documented_overrides_compose_through_dvc(clone, tmp_path, overrides, pr
 
 
 def test_corrupt_raw_file_stops_repro_with_one_line_and_no_output(clone, first_repro):
+    run(["git", "checkout", "params.yaml"], clone)  # the committed small config (a failed exp run leaves its params)
     raw = clone / "data/raw/pubmedqa/ori_pqal.json"
     original = raw.read_bytes()
     try:

@@ -142,6 +142,6 @@ def test_a_queued_experiment_on_own_data_runs_once_the_data_is_dvc_added(own_rep
                 break
             time.sleep(3)
         assert "Success" in status, status + run(["dvc", "queue", "logs", "queued-own"], own_repo, check=False).stdout
-        assert experiments(own_repo)["queued-own"]["path"] == "data/raw/queued.jsonl"
+        assert experiments(own_repo)["queued-own"]["data"]["path"] == "data/raw/queued.jsonl"
     finally:
         run(["dvc", "queue", "stop", "--kill"], own_repo, check=False)

@@ -144,6 +144,37 @@ def test_a_trial_that_finished_before_the_stop_is_complete_and_the_worker_stops_
         optuna.create_study(direction="maximize").optimize(worker, n_trials=1)
 
 
+def test_a_trial_stopped_between_stages_ends_its_parent_run_killed(tmp_path):
+    """Pruned (or stopped) after one stage finished and before the next began, no stage is left to end the
+    trial's MLflow parent: the worker ends it KILLED, and leaves a finished or failed parent as it is."""
+    from types import SimpleNamespace
+
+    from medical_matryoshka.team import search
+
+    class Store:  # the few MlflowClient calls the worker makes, over one parent run per experiment name
+        def __init__(self, status):
+            self.status, self.ended = status, []
+
+        def get_experiment_by_name(self, name):
+            return SimpleNamespace(experiment_id="1")
+
+        def search_runs(self, ids, filter_string):
+            return [SimpleNamespace(info=SimpleNamespace(run_id="p1"), data=SimpleNamespace(tags={}))]
+
+        def get_run(self, run_id):
+            return SimpleNamespace(info=SimpleNamespace(status=self.status))
+
+        def set_terminated(self, run_id, status):
+            self.ended.append((run_id, status))
+
+    space = parse_space({**committed_space(), "objectives": ["full"], "trials": 1})
+    for status, ended in [("SCHEDULED", [("p1", "KILLED")]), ("RUNNING", [("p1", "KILLED")]),
+                          ("FINISHED", []), ("FAILED", [])]:  # fmt: skip
+        store = Store(status)
+        search.Worker(space, tmp_path, "metrics/summary.json", dev_metric=str, client=store)._end_stopped("t-000")
+        assert store.ended == ended, status
+
+
 def test_a_storage_url_is_shown_without_its_password():
     assert shown_url("postgresql+psycopg://bob:s3cret@db:5432/optuna") == "postgresql+psycopg://bob:***@db:5432/optuna"
     assert shown_url("postgresql+psycopg://bob@db/optuna") == "postgresql+psycopg://bob@db/optuna"
@@ -180,6 +211,7 @@ def test_a_failed_and_a_pruned_trial_are_marked_and_the_search_goes_on(tmp_path,
             "batch_size": {"type": "categorical", "choices": [1, 4]},
         },
         "pruner": {"type": "threshold", "lower": 2.0},  # NDCG@10 is never 2: pruned at its first dev evaluation
+        "fixed": ["train.patience=null"],  # no early stop: the 100-epoch trial is still training when pruned
     }  # fmt: skip
     (repo / SPACE_FILE).write_text(yaml.safe_dump(space))
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "search space"], repo)
@@ -206,7 +238,7 @@ def test_a_failed_and_a_pruned_trial_are_marked_and_the_search_goes_on(tmp_path,
 
     # A worker stopped mid-trial (`kill <pid>`): one line, its trial FAIL in the study, its runs KILLED in MLflow.
     # The trial cannot finish before the signal, however fast the machine: 100,000 epochs, no early stop.
-    third = {**space, "trials": 3, "pruner": {"type": "none"}, "fixed": ["train.patience=null"]}
+    third = {**space, "trials": 3, "pruner": {"type": "none"}}
     third["space"] = {**space["space"], "epochs": {"type": "int", "low": 1, "high": 100_000}}
     (repo / SPACE_FILE).write_text(yaml.safe_dump(third))
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "one more trial"], repo)

@@ -223,6 +223,7 @@ class Worker:
             return result
         except _Pruned:
             state = "PRUNED"
+            self._end_stopped(name)
             import optuna
 
             print(f"trial {trial.number}: pruned (dev NDCG@10 behind the other trials at this point)", flush=True)
@@ -243,6 +244,7 @@ class Worker:
                     trial.study.stop()
                     return result
             trial.set_user_attr("error", f"stopped by {err}")
+            self._end_stopped(name)
             raise KeyboardInterrupt(str(err)) from None  # Optuna marks a KeyboardInterrupt's trial FAIL, re-raises
         finally:
             self._tag(
@@ -303,6 +305,16 @@ class Worker:
         except Exception:  # noqa: BLE001 - as above
             return []
         return [m.value for m in sorted(history, key=lambda m: m.step) if not math.isnan(m.value)]
+
+    def _end_stopped(self, name: str) -> None:
+        """A trial stopped (pruned, or the worker stopped) between two stages has no stage left to end its parent
+        run, which stays SCHEDULED: end it KILLED, as a stage stopped mid-run ends it."""
+        parent = self._parent(name) if self.client is not None else None
+        if parent is None:
+            return
+        with contextlib.suppress(Exception):  # the store is busy or away: the next stage's sweep ends it
+            if self.client.get_run(parent).info.status in ("SCHEDULED", "RUNNING"):
+                self.client.set_terminated(parent, status="KILLED")
 
     def _tag(self, name: str, tags: Mapping[str, str], parent: str | None = None) -> bool:
         if self.client is None:

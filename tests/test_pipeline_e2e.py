@@ -298,7 +298,8 @@ def test_mlflow_holds_a_parent_with_a_nested_run_per_stage(clone, first_repro):
     lengths = json.loads((clone / "data/prepared/lengths.json").read_text())
     assert chosen["chosen.max_seq_length"] == str(lengths["max_seq_length"])  # ...and train what it chose from the data
     assert chosen["chosen.max_seq_length_setting"] == "auto" and int(chosen["chosen.steps_per_epoch"]) > 0
-    assert not any(k.startswith("chosen.") for c in children.values() if c is not children["train"] for k in c.data.params)
+    others = [c for name, c in children.items() if name != "train"]
+    assert not any(k.startswith("chosen.") for c in others for k in c.data.params)
     assert "tokens.anchor.mean" in children["prepare"].data.metrics
 
 

@@ -39,6 +39,15 @@ def parent_death_signal() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def stoppable_child() -> None:
+    """preexec_fn for a child its parent stops with SIGINT or SIGTERM: both at their default (an ignored
+    signal survives exec, and a parent started with SIGINT ignored, as `cmd &` in a script is, would pass that
+    on), and SIGTERM when the parent dies."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    parent_death_signal()
+
+
 def launching_ancestors(pid: int) -> list[int]:
     """`pid`, and its ancestors up to and including the first one that is not a shell."""
     chain = [pid]

@@ -28,7 +28,7 @@ from typing import Any
 
 from medical_matryoshka.core.dims import dim_label, dim_of, is_label
 from medical_matryoshka.core.errors import Interrupted, PipelineError
-from medical_matryoshka.core.lifetime import parent_death_signal
+from medical_matryoshka.core.lifetime import stoppable_child
 from medical_matryoshka.team.space import SearchSpace, objective_dim, override_text
 
 TRIAL_LOGS = ".cache/search"  # one <experiment>.log per trial: what its `dvc exp run` printed
@@ -209,7 +209,7 @@ class Worker:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # its own process group, stopped as a whole (_stop)
-                    preexec_fn=parent_death_signal,  # a killed worker leaves no trial running
+                    preexec_fn=stoppable_child,  # stopped by _stop's SIGINT; a killed worker leaves none running
                 )
                 try:
                     self._watch(trial, proc, name)

@@ -1,6 +1,7 @@
 """The model card's numbers against this run's.
 
-    python -m commands.card diff                   # the card beside this run: the primary metric (NDCG@10)
+    python -m commands.card diff                   # the card beside this run: the primary metric (NDCG@10);
+                                                   # on your own data, each model's own gain side by side
     python -m commands.card diff --metric mrr@10   # another (or several: --metric ndcg@10 --metric mrr@10)
     python -m commands.card diff --all             # every metric the card published (15 x the dims)
     python -m commands.card                        # (re)create the `model-card` ref (setup.sh runs it)
@@ -17,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from medical_matryoshka.card import REF, card_diff, card_views, parse_card, write_card_ref
+from medical_matryoshka.card import CARD_STAND_IN, REF, card_diff, card_views, parse_card, write_card_ref
 from medical_matryoshka.core.atomic import write_json
 from medical_matryoshka.core.errors import require_input, run_main
 from medical_matryoshka.core.params import load_params
@@ -42,8 +43,17 @@ def main() -> None:
     if args.action == "diff":
         run = json.loads(require_input(paths.eval_metrics, "evaluate").read_text(encoding="utf-8"))
         measures = () if args.all else tuple(args.metric) or (read_section(EvalConfig, params, "eval").primary_measure,)
-        print(f"the card ({paths.card}) and this run ({paths.eval_metrics}): test retrieval")
-        print("\n".join(card_diff(card, run, measures)))
+        data, model = params["data"], params["model"]["name"]
+        own = data["source"] != CARD_STAND_IN
+        if own:
+            print(
+                f"the card ({paths.card}) is another model on other data: its base model fine-tuned on the card's "
+                f"own pairs; this run is {model} on {data['path']}. Their numbers are not comparable: read each "
+                "model's own gain (fine-tuned - base)"
+            )
+        else:
+            print(f"the card ({paths.card}) and this run ({paths.eval_metrics}): test retrieval")
+        print("\n".join(card_diff(card, run, measures, own_gains=own)))
         if not args.all:
             print("(--all: every metric the card published; --metric NAME: another one)")
         return

@@ -5,7 +5,9 @@ metrics/model_card.json (paths.card) holds the card's tables in this pipeline's 
 tables first, then the fine-tuned model's). `dvc metrics diff` compares revisions, so the card's numbers
 go into a git ref, `model-card`: HEAD's tree with each pipeline metrics file replaced by the card's
 numbers, and those the card has nothing for left out (`python -m commands.card` writes it).
-`python -m commands.card diff` prints the card's numbers beside this run's, only what the card published.
+`python -m commands.card diff` prints the card's numbers beside this run's, only what the card published. On
+the default data (PubMedQA, the card's stand-in) the run's value minus the card's is a column; on other data
+(own_gains) it would read as a gain, so each model's own base -> fine-tuned gain stands beside the other's.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from medical_matryoshka.core.sections import PathsConfig
 from medical_matryoshka.retrieval.tables import by_dim, metric_change
 
 REF = "refs/tags/model-card"
+CARD_STAND_IN = "pubmedqa"  # data.source of the default data, the card's stand-in: on any other, own gains
 _DATASET = re.compile(r"^\* Dataset: `(dim_\d+)`")
 _ROW = re.compile(r"^\|\s*\**(cosine_[a-z]+@\d+)\**\s*\|\s*\**([0-9.]+)\**\s*\|")
 
@@ -47,22 +50,30 @@ def card_views(card: dict, paths: PathsConfig, metric: str) -> dict[str, dict | 
     return {
         paths.baseline_metrics: {"base": card["base"]},
         paths.eval_metrics: {**card, "change": metric_change(card["base"], card["finetuned"])},
-        paths.summary_metrics: by_dim(card["finetuned"], metric),
+        paths.summary_metrics: {  # the run's summary.json less what only a run has (vs_base, test_queries)
+            **by_dim(card["finetuned"], metric),
+            "base": by_dim(card["base"], metric),
+            "change": by_dim(metric_change(card["base"], card["finetuned"]), metric),
+        },
         paths.data_metrics: None,
         paths.mining_metrics: None,
         paths.train_metrics: None,
     }
 
 
-def card_diff(card: dict, run: dict, measures: tuple[str, ...] = ()) -> list[str]:
+def card_diff(card: dict, run: dict, measures: tuple[str, ...] = (), own_gains: bool = False) -> list[str]:
     """The card's published numbers beside this run's (metrics/eval.json), per metric and dimension both have:
-    base and fine-tuned, card, run and change. `measures` keeps metrics whose name contains one of them."""
+    base and fine-tuned, card, run and change (run - card); with `own_gains` (the run is on other data than
+    the card's), each model's base, fine-tuned and gain instead. `measures` keeps metrics whose name contains
+    one of them."""
     dims = [d for d in card["finetuned"] if d in run["finetuned"]]
     if not dims:
         return [f"no dimension in common: the card has {', '.join(card['finetuned'])}, this run "
                 f"{', '.join(run['finetuned'])}"]  # fmt: skip
     metrics = [m for m in card["finetuned"][dims[0]] if not measures or any(x in m for x in measures)]
     width = max(len(m) for m in metrics) if metrics else 6
+    if own_gains:
+        return _own_gains(card, run, dims, metrics, width)
     lines = [
         f"{'':{width}}  {'':>5}  {'base model':^24}  {'fine-tuned':^24}",
         f"{'metric':{width}}  {'dim':>5}" + f"  {'card':>6}  {'run':>6}  {'change':>7}" * 2,
@@ -118,3 +129,22 @@ def write_card_ref(files: dict[str, dict | None]) -> str:
     commit = _git("commit-tree", tree, "-p", head, "-m", "The model card's published numbers", env=env)
     _git("update-ref", REF, commit)
     return commit
+
+
+def _own_gains(card: dict, run: dict, dims: list[str], metrics: list[str], width: int) -> list[str]:
+    """card_diff on other data: per model its base, fine-tuned and gain (fine-tuned - base), side by side."""
+    lines = [
+        f"{'':{width}}  {'':>5}  {'the card (its model, its data)':^24}  {'this run (your data)':^24}",
+        f"{'metric':{width}}  {'dim':>5}" + f"  {'base':>6}  {'tuned':>6}  {'gain':>7}" * 2,
+    ]
+    for metric in metrics:
+        for dim in dims:
+            cells = []
+            for table in (card, run):
+                base, tuned = table["base"].get(dim, {}).get(metric), table["finetuned"].get(dim, {}).get(metric)
+                if base is None or tuned is None:
+                    cells.append(f"{'-':>6}  {'-' if tuned is None else f'{tuned:.4f}':>6}  {'-':>7}")
+                else:
+                    cells.append(f"{base:6.4f}  {tuned:6.4f}  {tuned - base:+7.4f}")
+            lines.append(f"{metric:{width}}  {dim_of(dim):>5}  {cells[0]}  {cells[1]}")
+    return lines

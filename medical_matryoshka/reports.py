@@ -188,11 +188,16 @@ def base_scores(scores: dict[str, dict[str, float]], metric: str) -> str:
 
 
 def change_table(metrics: dict[str, dict], metric: str, measure: str) -> str:
-    """What `evaluate` says: the primary metric by dim, base beside fine-tuned and the change."""
+    """What `evaluate` says: the primary metric by dim, base beside fine-tuned, the change and (where
+    `metrics` has "noise") its 95% interval over the test queries."""
     base, finetuned, change = metrics["base"], metrics["finetuned"], metrics["change"]
-    lines = [f"test {measure}    base  fine-tuned  change"]
+    bounds = metrics.get("noise", {}).get("change_95", {})
+    lines = [f"test {measure}    base  fine-tuned  change" + ("   95% interval" if bounds else "")]
     for dim in finetuned:
-        lines.append(f"{dim:>12}  {base[dim][metric]:.4f}  {finetuned[dim][metric]:10.4f}  {change[dim][metric]:+.4f}")
+        row = f"{dim:>12}  {base[dim][metric]:.4f}  {finetuned[dim][metric]:10.4f}  {change[dim][metric]:+.4f}"
+        if dim in bounds:
+            row += f"  [{bounds[dim]['low']:+.4f}, {bounds[dim]['high']:+.4f}]"
+        lines.append(row)
     return "\n".join(lines)
 
 

@@ -78,7 +78,8 @@ def main(stage: StageConfig) -> None:
             export_model(model, out, cfg.runtime, cfg.weights, cfg.inference_precision, model_cfg.dims, source)
             encoder = ExportedEncoder(out)
             measured = agreement(model, encoder, verify_sample(test_set, cfg.verify_texts), eval_cfg.batch_size)
-            _, exported = score_with_frontier(encoder, test_set, calibration, model_cfg.dims, eval_cfg, frontier_cfg)
+            scored = score_with_frontier(encoder, test_set, calibration, model_cfg.dims, eval_cfg, frontier_cfg)
+            exported = scored.frontier
             change = metric_change(torch_frontier, exported)
             check(cfg, measured, change, len(test_set.queries))
             size = model_bytes(out)

@@ -72,7 +72,10 @@ def test_card_ref_holds_the_card_at_the_pipeline_metrics_paths(tmp_path, monkeyp
     assert both["finetuned"] == card["finetuned"]
     assert both["change"]["dim_768"]["cosine_ndcg@10"] == pytest.approx(0.5345 - 0.408)
     summary = json.loads(git("show", "model-card:metrics/summary.json").stdout)
-    assert summary == {"d0064": card["finetuned"]["dim_64"]["cosine_ndcg@10"], **summary} and len(summary) == 5
+    assert summary["d0064"] == card["finetuned"]["dim_64"]["cosine_ndcg@10"]
+    assert summary["base"]["d0064"] == card["base"]["dim_64"]["cosine_ndcg@10"]
+    assert summary["change"]["d0768"] == pytest.approx(0.5345 - 0.408)  # the card's own gain, beside the run's
+    assert sorted(summary) == ["base", "change", "d0064", "d0128", "d0256", "d0512", "d0768"]
     assert git("ls-tree", "-r", "--name-only", "model-card").stdout.split() == [
         "dvc.yaml",
         "metrics/baseline.json",
@@ -97,6 +100,13 @@ def test_card_diff_prints_only_what_the_card_published():
         f"{card_value:.4f}", f"{card_value + 0.01:.4f}", "+0.0100",
     ]  # fmt: skip
     assert len(card_diff(card, run)) == 2 + 15  # all 15 published metrics
+    own = card_diff(card, run, ("ndcg@10",), own_gains=True)  # other data: each model's own gain, never run - card
+    card_base = card["base"]["dim_256"]["cosine_ndcg@10"]
+    assert own[2].split() == [
+        "cosine_ndcg@10", "256",
+        f"{card_base:.4f}", f"{card_value:.4f}", f"{card_value - card_base:+.4f}",
+        f"{card_base:.4f}", f"{card_value + 0.01:.4f}", f"{card_value + 0.01 - card_base:+.4f}",
+    ]  # fmt: skip
 
 
 def test_card_ref_needs_a_commit(tmp_path, monkeypatch):

@@ -55,6 +55,9 @@ def test_repro_on_a_beir_folder_needs_no_pubmedqa(own_repo):
     assert list(result["finetuned"]) == ["dim_384", "dim_256", "dim_128", "dim_64", "dim_32"]
     assert 0 <= result["finetuned"]["dim_32"]["cosine_ndcg@10"] <= 1
     assert "Running stage" not in run(["dvc", "repro"], own_repo).stdout  # and nothing reruns
+    diff = run(["python", "-m", "commands.card", "diff"], own_repo).stdout.splitlines()
+    assert diff[0].startswith("the card (metrics/model_card.json) is another model on other data")
+    assert "on data/raw/beir" in diff[0] and diff[2].split()[2:] == ["base", "tuned", "gain"] * 2
 
 
 def test_exp_run_on_many_to_many_pairs_with_given_negatives(own_repo):

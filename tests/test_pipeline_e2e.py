@@ -59,6 +59,9 @@ def test_repro_runs_every_stage_offline(clone, first_repro):
     assert re.search(r"max_seq_length \d+ \(auto: 95% of the texts fit in \d+ tokens", shown)  # prepare's choice
     assert "training plan, from the data:" in shown and "batches: relevance-aware" in shown
     assert "eval_dev_dim" not in shown  # not the trainer's dictionary of every dev metric
+    assert re.search(r"dim_384  0\.\d{4}      0\.\d{4}  [+-]0\.\d{4}  \[[+-]0\.\d{4}, [+-]0\.\d{4}\]\n", shown)
+    assert "test queries, paired bootstrap (10,000 resamples): beyond noise, fine-tuned is above its base at" in shown
+    assert "test queries are too few to measure fine-tuning" in shown  # this tiny test set: said so
     assert re.search(r"test corpus \(\d+\): encoded in \d+\.\d s", shown)  # named passes, one line each in a log
     assert "\r" not in shown and "it/s]" not in shown  # no redrawn progress bars when output is not a terminal
     assert re.search(r"step 1/\d+  epoch 0\.\d+  loss \d", shown)  # training progress as plain lines
@@ -84,10 +87,19 @@ def test_train_and_evaluate_outputs(clone, first_repro):
     assert len(curve) == train["stopped"]["evaluations"] >= 2 and curve[-1]["step"] == train["optimizer_steps"]
     assert train["batches"]["relevance_aware"]["query_to_doc"] == 0
     result = json.loads((clone / "metrics/eval.json").read_text())
-    assert set(result) == {"base", "finetuned", "change"}
+    assert set(result) == {"base", "finetuned", "change", "noise"}
+    summary = json.loads((clone / "metrics/summary.json").read_text())  # what `dvc exp show` prints
+    bounds = result["noise"]["change_95"]
     for dim in ("dim_384", "dim_32"):
         ft, base = result["finetuned"][dim]["cosine_ndcg@10"], result["base"][dim]["cosine_ndcg@10"]
         assert result["change"][dim]["cosine_ndcg@10"] == pytest.approx(ft - base)
+        assert bounds[dim]["low"] <= ft - base <= bounds[dim]["high"]  # the observed change lies in its interval
+        label = dim_label(dim)
+        assert (summary[label], summary["base"][label]) == (round(ft, 4), round(base, 4))
+        assert summary["change"][label] == round(ft - base, 4)
+    test_set = json.loads((clone / "data/prepared/test.json").read_text())
+    assert summary["test_queries"] == result["noise"]["test_queries"] == len(test_set["queries"])
+    assert re.fullmatch(r"\d/5 above(, \d/5 below)?", summary["vs_base"])
     frontier = json.loads((clone / "metrics/frontier.json").read_text())
     precisions = params["frontier"]["precisions"]
     assert set(frontier) == {"bytes", "base", "finetuned"}
@@ -278,15 +290,17 @@ def test_mlflow_holds_a_parent_with_a_nested_run_per_stage(clone, first_repro):
     assert parent.data.tags[MODEL_TAG] == weights_digest(clone / "models/finetuned")  # commands.register finds it
     params = yaml.safe_load((clone / "params.yaml").read_text())
     assert parent.data.params["data.max_docs"] == str(MAX_DOCS) and float(parent.data.params["lr"]) == params["lr"]
-    summary = {f"{dim_label(dim)}.{part}" for dim in (384, 256, 128, 64, 32) for part in ("ndcg10", "base", "gain")}
+    parts = ("ndcg10", "ndcg10_base", "ndcg10_change", "ndcg10_change_ci_high", "ndcg10_change_ci_low")
+    summary = {f"{dim_label(dim)}.{part}" for dim in (384, 256, 128, 64, 32) for part in parts}
     summary |= {"share.d0032_of_d0384", "train.minutes", "train.loss"}
     summary |= {f"{dim_label(dim)}.dev_ndcg10" for dim in (384, 256, 128, 64, 32)}
     assert set(parent.data.metrics) == summary  # compact: the full table is on the evaluate run only
     result = json.loads((clone / "metrics/eval.json").read_text())
-    assert parent.data.metrics["d0032.base"] == result["base"]["dim_32"]["cosine_ndcg@10"]
-    assert (
-        children["evaluate"].data.metrics["finetuned.dim_32.cosine_ndcg_at_10"] == parent.data.metrics["d0032.ndcg10"]
-    )
+    assert parent.data.metrics["d0032.ndcg10_base"] == round(result["base"]["dim_32"]["cosine_ndcg@10"], 4)
+    tuned = children["evaluate"].data.metrics["finetuned.dim_32.cosine_ndcg_at_10"]  # in full on the stage's run
+    assert parent.data.metrics["d0032.ndcg10"] == round(tuned, 4)  # four decimals on the parent, as shown
+    bounds = result["noise"]["change_95"]["dim_32"]
+    assert parent.data.metrics["d0032.ndcg10_change_ci_low"] == round(bounds["low"], 4)
     curve = client.get_metric_history(parent.info.run_id, "train.loss")
     assert len(curve) == len(client.get_metric_history(children["train"].info.run_id, "loss")) > 1
     assert children["baseline"].data.params["model.dims"] == "[384, 256, 128, 64, 32]"

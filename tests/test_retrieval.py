@@ -78,13 +78,17 @@ def test_the_parent_summary_is_dimension_first_and_sorts_by_dimension():
 
     base = {dim_key(d): {"cosine_ndcg@10": v} for d, v in ((384, 0.80), (32, 0.60), (128, 0.75))}
     tuned = {dim_key(d): {"cosine_ndcg@10": v} for d, v in ((384, 0.90), (32, 0.72), (128, 0.85))}
-    summary = parent_summary(base, tuned, "cosine_ndcg@10", "ndcg@10")
+    bounds = {"dim_384": {"low": 0.051234, "high": 0.14}}  # evaluate's intervals, where it has them
+    summary = parent_summary(base, tuned, "cosine_ndcg@10", "ndcg@10", bounds)
     assert list(by_dim(tuned, "cosine_ndcg@10")) == ["d0032", "d0128", "d0384"]
+    assert list(summary) == sorted(summary)[:-1] + ["share.d0032_of_d0384"]  # each dim: the NDCG first
     assert sorted(summary) == [
-        "d0032.base", "d0032.gain", "d0032.ndcg10",
-        "d0128.base", "d0128.gain", "d0128.ndcg10",
-        "d0384.base", "d0384.gain", "d0384.ndcg10",
+        "d0032.ndcg10", "d0032.ndcg10_base", "d0032.ndcg10_change",
+        "d0128.ndcg10", "d0128.ndcg10_base", "d0128.ndcg10_change",
+        "d0384.ndcg10", "d0384.ndcg10_base", "d0384.ndcg10_change",
+        "d0384.ndcg10_change_ci_high", "d0384.ndcg10_change_ci_low",
         "share.d0032_of_d0384",
     ]  # fmt: skip
-    assert summary["d0032.gain"] == pytest.approx(0.12) and summary["d0384.ndcg10"] == 0.90
+    assert summary["d0384.ndcg10_change_ci_low"] == 0.0512  # four decimals, as the runs table shows them
+    assert summary["d0032.ndcg10_change"] == 0.12 and summary["d0384.ndcg10"] == 0.90
     assert summary["share.d0032_of_d0384"] == pytest.approx(0.8)

@@ -45,19 +45,22 @@ def test_queued_lr_sweep_reaches_the_mlflow_server(tiny_clone, mlflow_server):
     assert status.count("Success") == 2, status + logs
 
     assert sorted(params["lr"] for params in experiments(tiny_clone).values()) == [float(lr) for lr in LRS]
-    # the README's `dvc exp show` line (sorted by this config's full dim): name, lr, NDCG@10 by dim in 120 columns
-    show = ["dvc", "exp", "show", "--no-pager", "--drop", ".*", "--keep", "^(Experiment|lr|d[0-9]{4})$"]
-    show += ["--sort-by", "d0064", "--sort-order", "desc"]
-    table = run(show, tiny_clone, COLUMNS="120").stdout
+    # the README's `dvc exp show` line at this config's full dim, with the sweep's lr, in 120 columns: the data,
+    # the fine-tuned NDCG@10, its change over its own base and at how many dims that change is beyond noise
+    keep = "^(Experiment|data.path|lr|d0064|change.d0064|vs_base)$"
+    show = ["dvc", "exp", "show", "--no-pager", "--drop", ".*", "--keep", keep, "--sort-by", "d0064"]
+    table = run([*show, "--sort-order", "desc"], tiny_clone, COLUMNS="120").stdout
     assert all(len(line) <= 120 for line in table.splitlines()), table
     header = next(line.split() for line in table.splitlines() if "Experiment" in line)
-    assert {"d0016", "d0032", "d0064", "lr"} <= set(header), table  # (this copy's workspace holds main's dims too)
-    rows = {m[2]: m[3].split() for m in re.finditer(r"\s([0-9a-f]{7}) \[([a-z]+-[a-z]+)\]\s+(.*)", table)}
+    assert header == ["Experiment", "d0064", "change.d0064", "vs_base", "data.path", "lr"], table
+    pattern = r"\s([0-9a-f]{7}) \[([a-z]+-[a-z]+)\]\s+(\S+)\s+(\S+)\s+(\d/3 above(?:, \d/3 below)?)\s+(\S+)\s"
+    rows = {m[2]: m.groups()[2:] for m in re.finditer(pattern, table)}
     assert sorted(rows) == sorted(experiments(tiny_clone)), table
-    column = header.index("d0064") - 1  # the values after the name; "Experiment" heads the name
-    scores = [cells[column] for cells in rows.values()]
+    scores = [cells[0] for cells in rows.values()]
     assert all(re.fullmatch(r"[01](\.\d{1,4})?", v) for v in scores), table  # 4 decimals at most
     assert [float(v) for v in scores] == sorted((float(v) for v in scores), reverse=True), table  # best first
+    assert all(re.fullmatch(r"-?[01](\.\d{1,4})?", cells[1]) for cells in rows.values()), table
+    assert {cells[3] for cells in rows.values()} == {"data/raw/pubmedqa"}, table
 
     experiment = rest(mlflow_server, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=medical-matryoshka")
     exp_id = experiment["experiment"]["experiment_id"]
@@ -77,8 +80,9 @@ def test_queued_lr_sweep_reaches_the_mlflow_server(tiny_clone, mlflow_server):
         assert f"lr={lr:g}" in tags["mlflow.note.content"]
         metrics = {m["key"]: m["value"] for m in parent["data"]["metrics"]}
         for dim in ("0064", "0032", "0016"):  # the summary at every dimension, the base included (baseline cached)
-            assert 0 <= metrics[f"d{dim}.ndcg10"] <= 1 and 0 <= metrics[f"d{dim}.base"] <= 1
-            assert metrics[f"d{dim}.gain"] == pytest.approx(metrics[f"d{dim}.ndcg10"] - metrics[f"d{dim}.base"])
+            assert 0 <= metrics[f"d{dim}.ndcg10"] <= 1 and 0 <= metrics[f"d{dim}.ndcg10_base"] <= 1
+            change = metrics[f"d{dim}.ndcg10"] - metrics[f"d{dim}.ndcg10_base"]  # each rounded to 4 decimals
+            assert metrics[f"d{dim}.ndcg10_change"] == pytest.approx(change, abs=1.5e-4)
         history = rest(
             mlflow_server,
             f"/api/2.0/mlflow/metrics/get-history?run_id={parent['info']['run_id']}&metric_key=d0064.dev_ndcg10",

@@ -278,6 +278,7 @@ class PathsConfig:
     lengths_file: str
     data_metrics: str
     baseline_metrics: str
+    baseline_queries: str
     pairs: str
     mining_metrics: str
     model: str

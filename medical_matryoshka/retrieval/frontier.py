@@ -16,6 +16,8 @@ approximate index would make the numbers depend on its build; benchmarks/index_s
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from sentence_transformers.util import quantize_embeddings
@@ -23,6 +25,7 @@ from sentence_transformers.util import quantize_embeddings
 from medical_matryoshka.core.dims import dim_label
 from medical_matryoshka.core.models import encode
 from medical_matryoshka.core.sections import EvalConfig, FrontierConfig, bytes_per_vector
+from medical_matryoshka.retrieval.noise import per_query
 from medical_matryoshka.retrieval.scoring import (
     CalibrationTexts,
     EncodedSet,
@@ -123,6 +126,15 @@ def frontier(
     return scored
 
 
+class Scored(NamedTuple):
+    """A model on the test set: every metric at every dim, the frontier, and the primary metric query by
+    query at every dim (retrieval/noise.py), all from one encoding."""
+
+    metrics: dict[str, dict[str, float]]
+    frontier: dict[str, dict[str, float]]
+    per_query: dict[str, dict[str, float]]
+
+
 def score_with_frontier(
     model,
     test_set: RetrievalSet,
@@ -130,13 +142,14 @@ def score_with_frontier(
     dims: tuple[int, ...],
     eval_cfg: EvalConfig,
     cfg: FrontierConfig,
-) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    """(every metric at every dim, the frontier) of `model` on `test_set`, from one encoding of it, int8
-    calibrated on `calibration`'s embeddings: what the baseline, evaluate and export stages report."""
+) -> Scored:
+    """What the baseline, evaluate and export stages report of `model` on `test_set`, from one encoding of
+    it, int8 calibrated on `calibration`'s embeddings."""
     encoded = encode_set(model, test_set, eval_cfg)
     metrics = metrics_by_dim(encoded, dims)
+    queries = per_query(encoded, dims, eval_cfg.primary_metric, metrics)
     calibrated = calibration_embeddings(model, calibration, eval_cfg.batch_size)
-    return metrics, frontier(encoded, calibrated, dims, cfg, eval_cfg.primary_metric)
+    return Scored(metrics, frontier(encoded, calibrated, dims, cfg, eval_cfg.primary_metric), queries)
 
 
 def vector_bytes(dims: tuple[int, ...], precisions: tuple[str, ...]) -> dict[str, dict[str, int]]:

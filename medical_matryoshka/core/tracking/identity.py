@@ -43,12 +43,14 @@ DATA_IDENTITY = ("data.source", "data.path", "data.watch")
 
 
 def short_overrides(changed: Mapping[str, str], params: Mapping[str, Any]) -> dict[str, str]:
-    """The run name's view of `changed`: another data set is `data=<its folder or file name>`, not every key
-    its profile brings (source, path, watch, published files); the other changed keys stay as they are."""
+    """The run name's view of `changed`: another data set is `data=<its folder or file name>`, first (MLflow
+    cuts long names), not every key its profile or its reading brings (source, path, watch, published files,
+    columns, the test file's watch); the other changed keys stay as they are."""
     if not any(k in changed for k in DATA_IDENTITY):
         return dict(changed)
-    short = {k: v for k, v in changed.items() if k not in DATA_IDENTITY and not k.startswith("data.files.")}
-    return {**short, "data": Path(str(params["data"]["path"])).name}
+    how = ("data.files.", "data.columns.", "data.test_watch")
+    short = {k: v for k, v in changed.items() if k not in DATA_IDENTITY and not k.startswith(how)}
+    return {"data": Path(str(params["data"]["path"])).name, **short}
 
 
 def _committed_params(rev: str, params_file: str | Path) -> dict[str, Any] | None:

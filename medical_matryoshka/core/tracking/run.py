@@ -152,11 +152,11 @@ def _page_link(page: str) -> str:
 
 def shared_view(dims: list[int], earlier: str | None = None) -> str:
     """The runs table's shared view (MLflow's own format): parents nested, newest first, and as columns each
-    dimension's test NDCG@10, the full dimension's gain, the training minutes and the sweep knobs. Columns of
-    an `earlier` view (other models' dims) are kept."""
+    dimension's test NDCG@10, the full dimension's change over its base, the training minutes and the sweep
+    knobs. Columns of an `earlier` view (other models' dims) are kept."""
     columns = [f"metrics.`{dim_label(d)}.ndcg10`" for d in dims]
     if dims:
-        columns.append(f"metrics.`{dim_label(dims[0])}.gain`")
+        columns.append(f"metrics.`{dim_label(dims[0])}.ndcg10_change`")
     columns += ["metrics.`train.minutes`", *(f"params.`{p}`" for p in VIEW_PARAMS)]
     try:
         kept = json.loads(earlier)["selectedColumns"] if earlier else []

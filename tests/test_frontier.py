@@ -88,6 +88,49 @@ def test_int8_uses_the_calibration_ranges_not_the_test_set(eval_cfg):
     assert frontier(encoded, far, (2,), frontier_cfg(["int8"]), NDCG)["d0002"]["int8"] == pytest.approx(RANK2)
 
 
+def test_int8_ranks_as_a_faiss_scalar_quantizer_index_does(eval_cfg):
+    """int8 is scored as faiss' IndexScalarQuantizer (QT_8bit, inner product) stores and searches: the same
+    decoded vectors, the same top 10 and scores, the same NDCG@10, on components of very unequal variance (as
+    after the PCA rotation), where ranking int8 codes against int8 codes would not agree."""
+    import faiss
+    import numpy as np
+
+    from medical_matryoshka.retrieval.frontier import sq8_decode
+
+    rng = np.random.default_rng(0)
+    scale = np.geomspace(1.0, 0.02, 48).astype(np.float32)  # a head of large components, a tail of small ones
+
+    def unit(n):
+        x = rng.standard_normal((n, 48)).astype(np.float32) * scale
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    queries, corpus, calibration = unit(40), unit(300), unit(500)
+    index = faiss.IndexScalarQuantizer(48, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+    index.train(calibration)
+    index.add(corpus)
+    assert np.allclose(index.sa_decode(index.sa_encode(corpus)), sq8_decode(corpus, calibration), atol=1e-6)
+    faiss_scores, faiss_rows = index.search(queries, 10)
+
+    ids = [f"c{i:03d}" for i in range(300)]  # ids in row order: ties (none here) would fall the same way
+    relevant = {f"q{i}": {ids[j] for j in np.argsort(-(corpus @ q))[:3]} for i, q in enumerate(queries)}
+    model = FixedEmbeddings(
+        queries={f"q{i}": q.tolist() for i, q in enumerate(queries)},
+        corpus=dict(zip(ids, corpus.tolist(), strict=True)),
+    )
+    rs = RetrievalSet({q: q for q in relevant}, {c: c for c in ids}, relevant)
+    encoded = encode_set(model, rs, eval_cfg)
+    calib = torch.from_numpy(calibration)
+    ours = ranked_hits(encoded, calib, 48, "int8", 4, 10)
+    for hits, rows, scores in zip(ours, faiss_rows, faiss_scores, strict=True):
+        assert [h["corpus_id"] for h in hits] == [ids[r] for r in rows]
+        assert [h["score"] for h in hits] == pytest.approx(scores.tolist(), abs=1e-5)
+    faiss_hits = [[{"corpus_id": ids[r], "score": float(s)} for r, s in zip(*pair, strict=True)]
+                  for pair in zip(faiss_rows, faiss_scores, strict=True)]  # fmt: skip
+    int8 = frontier(encoded, calib, (48,), frontier_cfg(["float32", "int8"]), NDCG)["d0048"]
+    assert int8["int8"] == pytest.approx(encoded.metrics(faiss_hits)[NDCG], abs=1e-9)
+    assert int8["float32"] == pytest.approx(1.0)
+
+
 def test_float32_equals_the_evaluation_and_every_cell_comes_from_one_encoding(tiny_model, eval_cfg):
     texts = [f"claim {i} about the heart and its vessels" for i in range(40)]
     rs = RetrievalSet(

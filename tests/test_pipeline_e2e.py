@@ -213,6 +213,16 @@ def test_index_benchmark_measures_each_dim_and_precision_against_exact_search(cl
     assert bad.stderr.strip() == "error: --dims 100 is not one of the model's Matryoshka dims [384, 256, 128, 64, 32]"
 
 
+def test_the_frontiers_int8_is_what_a_faiss_sq8_index_retrieves(clone, first_repro):
+    out = run(["python", "-m", "benchmarks.int8_faiss"], clone).stdout
+    rows = re.findall(r"^\s*(\d+)\s+(0\.\d{4}|1\.0000)\s+(\S+)\s+(\S+)\s+([+-]\d\.\d{4})$", out, re.M)
+    assert [int(r[0]) for r in rows] == [384, 256, 128, 64, 32], out
+    frontier = json.loads((clone / "metrics/frontier.json").read_text())["finetuned"]
+    for dim, _, ours, faiss_ndcg, _ in rows:
+        assert float(ours) == pytest.approx(frontier[dim_label(int(dim))]["int8"], abs=5e-5)  # the committed cell
+        assert float(ours) == pytest.approx(float(faiss_ndcg), abs=1e-3), out  # a real index agrees
+
+
 def test_rotation_benchmark_keeps_the_full_dimension(clone, first_repro):
     """The rotation alone: full dimension unchanged (the script checks it), one table row per dim."""
     out = run(["python", "-m", "benchmarks.rotation_only"], clone).stdout

@@ -4,8 +4,11 @@ Every pair is scored from ONE encoding at full dimension (EncodedSet): a dimensi
 (cosine, as the float32 metrics rank), and a precision is sentence-transformers' `quantize_embeddings` of
 that slice:
 - float32: cosine similarity (the same numbers as metrics/eval.json);
-- int8: queries and corpus quantized with per-component ranges calibrated on the TRAINING split's
-  embeddings (never the test set), ranked by the int8 dot product;
+- int8: the corpus stored as one byte a component, as faiss' IndexScalarQuantizer (QT_8bit, min/max
+  ranges per component calibrated on the TRAINING split's embeddings, never the test set) stores it, and ranked
+  as that index ranks: the float query against each stored vector decoded (sq8_decode). Ranking int8 codes
+  against int8 codes instead (`quantize_embeddings` on both sides) weights every component by its range, so
+  after the PCA rotation the low-variance tail counts as much as the head: not what an index does;
 - binary: one bit per component (sign), ranked by Hamming distance;
 - binary_rescore: binary's top rescore_multiplier x k candidates (k = 10 for NDCG@10) re-ranked by the float
   query against the stored bits, as sentence-transformers' `semantic_search_faiss` / `_usearch` rescore.
@@ -57,10 +60,20 @@ def precision_scores(queries: np.ndarray, corpus: np.ndarray, calibration: np.nd
     if precision == "float32":
         return torch.from_numpy(queries) @ torch.from_numpy(corpus).T
     if precision == "int8":
-        q, c = (quantize_embeddings(x, "int8", calibration_embeddings=calibration) for x in (queries, corpus))
-        q, c = torch.from_numpy(q.astype(np.float32)), torch.from_numpy(c.astype(np.float32))
-        return q @ c.T  # exact: |products| <= 128^2 x dim < 2^24
+        return torch.from_numpy(queries) @ torch.from_numpy(sq8_decode(corpus, calibration)).T
     return _agreement(_bits(queries), _bits(corpus))
+
+
+def sq8_decode(x: np.ndarray, calibration: np.ndarray) -> np.ndarray:
+    """`x` stored in 8 bits a component and read back, as faiss' ScalarQuantizer QT_8bit with its default
+    min/max range statistic does: each component scaled into its [min, max] over `calibration` (clipped),
+    cut to one of 255 codes, decoded at the code's centre."""
+    x, calibration = x.astype(np.float32), calibration.astype(np.float32)
+    vmin = calibration.min(axis=0)
+    vdiff = calibration.max(axis=0) - vmin
+    scaled = np.clip(np.divide(x - vmin, vdiff, out=np.zeros_like(x), where=vdiff > 0), 0.0, 1.0)
+    codes = (np.float32(255) * scaled).astype(np.int32).astype(np.float32)  # faiss: (int)(255 * x)
+    return vmin + (codes + np.float32(0.5)) / np.float32(255) * vdiff
 
 
 def _unit_slices(encoded: EncodedSet, calibration: torch.Tensor, dim: int) -> tuple[np.ndarray, ...]:

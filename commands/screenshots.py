@@ -6,8 +6,9 @@
 Needs Chromium (Debian: `apt-get install chromium`) and Playwright to drive it (`pip install -e ".[docs]"`;
 it uses the system Chromium, nothing is downloaded). Starts `mlflow ui` on 127.0.0.1 with this repository's
 tracking store (or uses $MLFLOW_TRACKING_URI's server), opens the comparison of the latest finished pipeline
-runs with "Show diff only" on for params and metrics, and writes
-docs/images/mlflow_compare.png, then docs/images/dvc_plots.png from `dvc plots show`.
+runs with "Show diff only" on for params and metrics, and writes docs/images/mlflow_compare.png, then the
+runs table as the link `evaluate` prints opens it (docs/images/mlflow_runs_table.png), then
+docs/images/dvc_plots.png from `dvc plots show`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from medical_matryoshka.core.errors import PipelineError, run_main
 from medical_matryoshka.core.params import load_params
 from medical_matryoshka.core.sections import TrackingConfig, read_section
 from medical_matryoshka.core.tracking.identity import PIPELINE_TAG
+from medical_matryoshka.core.tracking.run import runs_table_page
 from medical_matryoshka.core.tracking.store import tracking_uri
 from medical_matryoshka.team.server import serve_mlflow
 
@@ -85,6 +87,18 @@ def compare_view(page, url: str, image: Path) -> None:
     print(f"wrote {image}")
 
 
+def runs_table(page, url: str, image: Path) -> None:
+    """The runs table as the link `evaluate` prints opens it in a fresh browser: the shared view's columns."""
+    page.goto(url)
+    page.get_by_text("shared view").first.wait_for(timeout=120_000)
+    page.wait_for_timeout(3000)  # the grid fills in after the view is applied
+    if page.get_by_label("Close").count():  # the assistant panel: room for the columns
+        page.get_by_label("Close").first.click()
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(image))
+    print(f"wrote {image}")
+
+
 def plots_page(page, html: Path, image: Path) -> None:
     page.goto(html.resolve().as_uri())
     page.locator("canvas, svg").first.wait_for(timeout=60_000)
@@ -131,6 +145,8 @@ def main() -> None:
         query = urllib.parse.urlencode({"runs": json.dumps(run_ids), "experiments": json.dumps([exp_id])})
         with browser() as page:
             compare_view(page, f"{base}/#/compare-runs?{query}", OUT / "mlflow_compare.png")
+        with browser() as page:
+            runs_table(page, f"{base}/{runs_table_page(exp_id)}", OUT / "mlflow_runs_table.png")
     finally:
         if server is not None:
             server.terminate()

@@ -232,6 +232,15 @@ def test_rotation_benchmark_keeps_the_full_dimension(clone, first_repro):
     assert all(0 < float(r[4]) <= 1 for r in rows)
 
 
+def test_the_readmes_use_your_model_lines_run_on_the_fine_tuned_model(clone, first_repro):
+    readme = (clone / "README.md").read_text()
+    code = re.search(r"\*\*Use your model\*\*.*?```python\n(.*?)```", readme, re.S).group(1)
+    code += "print(model.encode_document(passages).shape)\n"  # the vectors at the chosen dim
+    length = json.loads((clone / "data/prepared/lengths.json").read_text())["max_seq_length"]
+    out = run(["python", "-c", code], clone).stdout.splitlines()
+    assert out[-2:] == [f"{length} [0]", "(2, 256)"]  # trained length; the claim finds its passage
+
+
 def test_second_repro_runs_nothing(clone, first_repro):
     out = run(["dvc", "repro"], clone).stdout
     assert "Running stage" not in out

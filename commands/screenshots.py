@@ -41,14 +41,16 @@ def chromium() -> str:
     raise PipelineError("Chromium not found; install it (Debian: apt-get install chromium) and rerun")
 
 
-# The metrics table is a virtualized grid in a fixed-height box: give the box (and any wrapper of the same
-# height) the grid's full height so the page shows every row the grid draws (MLflow 3.17 draws about 17 at
-# once: its height is fixed in code, not read from the box); return the page's height.
+# The metrics table is a virtualized grid in a fixed-height box that draws only some rows at once (MLflow 3.17
+# draws about 17; its number is fixed in code, not read from the box): give the box, and any wrapper of the
+# same height, the height of the rows drawn, so the picture shows them all and no blank below; return the
+# page's height.
 UNFOLD = """
 for (const inner of document.querySelectorAll('.ReactVirtualized__Grid__innerScrollContainer')) {
-  const grid = inner.parentElement, fixed = grid.clientHeight, full = inner.scrollHeight;
+  const grid = inner.parentElement, fixed = grid.clientHeight;
+  const drawn = Math.max(...Array.from(inner.children, c => c.offsetTop + c.offsetHeight), fixed);
   for (let e = grid; e && e.tagName !== 'MAIN'; e = e.parentElement) {
-    if (e.clientHeight === fixed) e.style.height = full + 'px';
+    if (e.clientHeight === fixed) e.style.height = drawn + 'px';
   }
 }
 document.querySelector('main').scrollHeight

@@ -103,6 +103,7 @@ def noise_line(queries: int, bounds: dict[str, dict[str, float]], measure: str) 
     if queries < FEW_QUERIES:
         line += (
             f"\nwarning: {queries} test queries are too few to measure fine-tuning (under {FEW_QUERIES}); "
-            "give the test split more claims (data.test_fraction) or a held-out file (data.test_path)"
+            "give it more test claims: a larger data.test_fraction, a held-out data.test_path, or no "
+            "data.max_docs cap (the smoke profile's)"
         )
     return line

@@ -52,15 +52,17 @@ def test_queued_lr_sweep_reaches_the_mlflow_server(tiny_clone, mlflow_server):
     table = run([*show, "--sort-order", "desc"], tiny_clone, COLUMNS="120").stdout
     assert all(len(line) <= 120 for line in table.splitlines()), table
     header = next(line.split() for line in table.splitlines() if "Experiment" in line)
-    assert header == ["Experiment", "d0064", "change.d0064", "vs_base", "data.path", "lr"], table
-    pattern = r"\s([0-9a-f]{7}) \[([a-z]+-[a-z]+)\]\s+(\S+)\s+(\S+)\s+(\d/3 above(?:, \d/3 below)?)\s+(\S+)\s"
+    assert header[:4] == ["Experiment", "d0064", "change.d0064", "vs_base"], table  # metrics, then params
+    assert sorted(header[4:]) == ["data.path", "lr"], table  # in params.yaml's order
+    pattern = r"\s([0-9a-f]{7}) \[([a-z]+-[a-z]+)\]\s+(\S+)\s+(\S+)\s+(\d/3 above(?:, \d/3 below)?)\s+(\S+)\s+(\S+)\s"
     rows = {m[2]: m.groups()[2:] for m in re.finditer(pattern, table)}
     assert sorted(rows) == sorted(experiments(tiny_clone)), table
     scores = [cells[0] for cells in rows.values()]
     assert all(re.fullmatch(r"[01](\.\d{1,4})?", v) for v in scores), table  # 4 decimals at most
     assert [float(v) for v in scores] == sorted((float(v) for v in scores), reverse=True), table  # best first
     assert all(re.fullmatch(r"-?[01](\.\d{1,4})?", cells[1]) for cells in rows.values()), table
-    assert {cells[3] for cells in rows.values()} == {"data/raw/pubmedqa"}, table
+    data = 3 + header[4:].index("data.path")  # the data path's cell after d0064, change.d0064 and vs_base
+    assert {cells[data] for cells in rows.values()} == {"data/raw/pubmedqa"}, table
 
     experiment = rest(mlflow_server, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=medical-matryoshka")
     exp_id = experiment["experiment"]["experiment_id"]

@@ -72,21 +72,31 @@ def card_diff(card: dict, run: dict, measures: tuple[str, ...] = (), own_gains: 
                 f"{', '.join(run['finetuned'])}"]  # fmt: skip
     metrics = [m for m in card["finetuned"][dims[0]] if not measures or any(x in m for x in measures)]
     width = max(len(m) for m in metrics) if metrics else 6
-    if own_gains:
-        return _own_gains(card, run, dims, metrics, width)
+    if own_gains:  # each model's own base -> fine-tuned, the card's beside this run's
+        titles, names = ("the card (its model, its data)", "this run (your data)"), ("base", "tuned", "gain")
+        pairs = [(card["base"], card["finetuned"]), (run["base"], run["finetuned"])]
+    else:  # the card's value beside this run's, base and fine-tuned
+        titles, names = ("base model", "fine-tuned"), ("card", "run", "change")
+        pairs = [(card["base"], run["base"]), (card["finetuned"], run["finetuned"])]
+    return _side_by_side(metrics, dims, width, titles, names, pairs)
+
+
+def _side_by_side(metrics, dims, width: int, titles, names, pairs) -> list[str]:
+    """Two groups of (first, second, second - first) per metric and dim, each read from a pair of
+    {"dim_<d>": {metric: value}} tables; "-" where either has no value."""
     lines = [
-        f"{'':{width}}  {'':>5}  {'base model':^24}  {'fine-tuned':^24}",
-        f"{'metric':{width}}  {'dim':>5}" + f"  {'card':>6}  {'run':>6}  {'change':>7}" * 2,
+        f"{'':{width}}  {'':>5}  {titles[0]:^24}  {titles[1]:^24}",
+        f"{'metric':{width}}  {'dim':>5}" + f"  {names[0]:>6}  {names[1]:>6}  {names[2]:>7}" * 2,
     ]
     for metric in metrics:
         for dim in dims:
             cells = []
-            for part in ("base", "finetuned"):
-                theirs, ours = card[part].get(dim, {}).get(metric), run[part].get(dim, {}).get(metric)
-                if theirs is None or ours is None:
+            for tables in pairs:
+                first, second = (table.get(dim, {}).get(metric) for table in tables)
+                if first is None or second is None:
                     cells.append(f"{'-':>6}  {'-':>6}  {'-':>7}")
                 else:
-                    cells.append(f"{theirs:6.4f}  {ours:6.4f}  {ours - theirs:+7.4f}")
+                    cells.append(f"{first:6.4f}  {second:6.4f}  {second - first:+7.4f}")
             lines.append(f"{metric:{width}}  {dim_of(dim):>5}  {cells[0]}  {cells[1]}")
     return lines
 
@@ -129,22 +139,3 @@ def write_card_ref(files: dict[str, dict | None]) -> str:
     commit = _git("commit-tree", tree, "-p", head, "-m", "The model card's published numbers", env=env)
     _git("update-ref", REF, commit)
     return commit
-
-
-def _own_gains(card: dict, run: dict, dims: list[str], metrics: list[str], width: int) -> list[str]:
-    """card_diff on other data: per model its base, fine-tuned and gain (fine-tuned - base), side by side."""
-    lines = [
-        f"{'':{width}}  {'':>5}  {'the card (its model, its data)':^24}  {'this run (your data)':^24}",
-        f"{'metric':{width}}  {'dim':>5}" + f"  {'base':>6}  {'tuned':>6}  {'gain':>7}" * 2,
-    ]
-    for metric in metrics:
-        for dim in dims:
-            cells = []
-            for table in (card, run):
-                base, tuned = table["base"].get(dim, {}).get(metric), table["finetuned"].get(dim, {}).get(metric)
-                if base is None or tuned is None:
-                    cells.append(f"{'-':>6}  {'-' if tuned is None else f'{tuned:.4f}':>6}  {'-':>7}")
-                else:
-                    cells.append(f"{base:6.4f}  {tuned:6.4f}  {tuned - base:+7.4f}")
-            lines.append(f"{metric:{width}}  {dim_of(dim):>5}  {cells[0]}  {cells[1]}")
-    return lines

@@ -249,3 +249,13 @@ def mlflow_server(tmp_path_factory):
     yield base
     server.terminate()
     server.wait(timeout=30)
+
+
+@pytest.fixture
+def eval_cfg():
+    """The committed params.yaml's eval section: the metric cut-offs every retrieval test scores with."""
+    import yaml
+
+    from medical_matryoshka.core.sections import EvalConfig, read_section
+
+    return read_section(EvalConfig, yaml.safe_load((REPO / "params.yaml").read_text()), "eval")

@@ -12,7 +12,7 @@ import yaml
 from medical_matryoshka.core.dims import dim_key, dim_label
 from medical_matryoshka.core.errors import PipelineError
 from medical_matryoshka.core.schema import build
-from medical_matryoshka.core.sections import EvalConfig, FrontierConfig, bytes_per_vector, read_section
+from medical_matryoshka.core.sections import FrontierConfig, bytes_per_vector
 from medical_matryoshka.retrieval.frontier import frontier, ranked_hits, vector_bytes
 from medical_matryoshka.retrieval.scoring import RetrievalSet, encode_set, metrics_by_dim
 from tests.conftest import REPO
@@ -21,11 +21,6 @@ from tests.fakes import FixedEmbeddings
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 NDCG = "cosine_ndcg@10"
 RANK2 = 1 / math.log2(3)  # NDCG@10 of one relevant passage at rank 2
-
-
-@pytest.fixture
-def eval_cfg() -> EvalConfig:
-    return read_section(EvalConfig, PARAMS, "eval")
 
 
 def frontier_cfg(precisions=("float32", "int8", "binary", "binary_rescore"), multiplier=4) -> FrontierConfig:

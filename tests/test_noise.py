@@ -7,19 +7,11 @@ import math
 
 import numpy as np
 import pytest
-import yaml
 
 from medical_matryoshka.core.errors import PipelineError
-from medical_matryoshka.core.sections import EvalConfig, read_section
 from medical_matryoshka.retrieval.noise import FEW_QUERIES, intervals, noise_line, per_query, verdict
 from medical_matryoshka.retrieval.scoring import RetrievalSet, encode_set, metrics_by_dim
-from tests.conftest import REPO
 from tests.fakes import FixedEmbeddings
-
-
-@pytest.fixture
-def eval_cfg() -> EvalConfig:
-    return read_section(EvalConfig, yaml.safe_load((REPO / "params.yaml").read_text()), "eval")
 
 
 def test_per_query_ndcg_is_the_evaluators_query_by_query(eval_cfg):

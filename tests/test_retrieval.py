@@ -9,17 +9,12 @@ import pytest
 import yaml
 
 from medical_matryoshka.core.dims import dim_key
-from medical_matryoshka.core.sections import DataConfig, EvalConfig, read_section
+from medical_matryoshka.core.sections import DataConfig, read_section
 from medical_matryoshka.data.sources import load_records
 from medical_matryoshka.data.splits import assign_splits, retrieval_set
 from medical_matryoshka.retrieval.scoring import RetrievalSet, make_evaluator, score_all_dims
 from tests.conftest import REPO
 from tests.fakes import FixedEmbeddings
-
-
-@pytest.fixture
-def eval_cfg() -> EvalConfig:
-    return read_section(EvalConfig, yaml.safe_load((REPO / "params.yaml").read_text()), "eval")
 
 
 def test_hand_computed_metrics_per_dimension(eval_cfg):
